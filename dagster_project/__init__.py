@@ -1,0 +1,1 @@
+"""Dagster front door: thin assets over the ``ctx_core`` stage functions."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: small params files in temporary folders, and the project root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def write_params(folder: Path, **sections) -> Path:
+    """A params file in ``folder`` extending the repo's smoke profile, with ``sections`` merged in."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"extends": str(ROOT / "params.smoke.yaml"), "tracking": {"enabled": False}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    return write_params(tmp_path)
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """The files a `dvc repro` needs, in a fresh git + DVC repository."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in ("ctx_core", "dvc.yaml", "params.yaml", "params.smoke.yaml", ".dvcignore"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
