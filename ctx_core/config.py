@@ -20,8 +20,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ctx_core.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A settings problem a user can fix; the message is one line."""
 
 

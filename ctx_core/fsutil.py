@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ctx_core.errors import UserError
 
-class OutputError(ValueError):
+
+class OutputError(UserError):
     """An output location the stage cannot use; the message is one line."""
 
 
