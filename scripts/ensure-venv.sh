@@ -32,8 +32,8 @@ fi
 # The project itself, editable, pointing at this checkout (a cached venv may
 # have been made for another clone).
 here=$(pwd -P)
-if ! "$VENV/bin/python" - "$here" <<'PY' 2>/dev/null
-import os, sys, ctx_core
+if [ ! -x "$VENV/bin/ctx" ] || ! "$VENV/bin/python" -I - "$here" <<'PY' 2>/dev/null
+import os, sys, ctx_core  # -I: the current folder is not on sys.path
 sys.exit(0 if os.path.realpath(ctx_core.__file__).startswith(os.path.join(sys.argv[1], "ctx_core")) else 1)
 PY
 then

@@ -14,7 +14,7 @@ from tests.conftest import BIN, ROOT, write_params
 
 
 def load_defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(project_root=ROOT)
+    return dg.load_from_defs_folder(path_within_project=ROOT)
 
 
 def test_definitions_load_with_the_dataset_asset():
