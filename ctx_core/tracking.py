@@ -83,17 +83,27 @@ def stage_run(settings: Settings, stage: str, extra_tags: dict[str, str] | None 
     import mlflow
 
     uri = tracking_uri(settings)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore the
+    # user's value afterwards so the next stage (in this process) resolves its
+    # own store instead of inheriting ours.
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(cfg.experiment) is None:
-        local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
-        location = settings.path(cfg.artifacts).resolve().as_uri() if local else None
-        mlflow.create_experiment(cfg.experiment, artifact_location=location)
-    mlflow.set_experiment(cfg.experiment)
-    tags = {
-        "stage": stage,
-        "git_commit": git_commit(settings.root),
-        "params_hash": settings.digest(),
-        **(extra_tags or {}),
-    }
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
-        yield StageRun(run)
+    try:
+        if mlflow.get_experiment_by_name(cfg.experiment) is None:
+            local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+            location = settings.path(cfg.artifacts).resolve().as_uri() if local else None
+            mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        mlflow.set_experiment(cfg.experiment)
+        tags = {
+            "stage": stage,
+            "git_commit": git_commit(settings.root),
+            "params_hash": settings.digest(),
+            **(extra_tags or {}),
+        }
+        with mlflow.start_run(run_name=stage, tags=tags) as run:
+            yield StageRun(run)
+    finally:
+        if user_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_env

@@ -28,3 +28,14 @@ def test_synth_logs_a_tagged_mlflow_run(tmp_path):
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "synth")}
     assert {"synth/montage.png", "synth/class_histogram.png", "synth/class_counts.csv"} <= logged
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_each_stage_run_uses_its_own_store_in_one_process(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("one", "two"):
+        params = write_params(tmp_path / name, data={"synth": {"images": 3}}, tracking={"enabled": True})
+        run_synth(load_params(params), progress=False)
+    for name in ("one", "two"):
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path / name / 'mlruns.db'}")
+        exp = client.get_experiment_by_name("ctx-pipeline")
+        assert len(client.search_runs([exp.experiment_id])) == 1
