@@ -61,8 +61,40 @@ class SynthConfig(_Section):
     workers: int = Field(0, ge=0, description="processes; 0 = all cores")
 
 
+class IngestConfig(_Section):
+    """``ctx ingest``: any image source into one normalised, versioned store.
+
+    Images with more than ``max_pixels`` are downscaled (aspect kept) to a
+    target drawn uniformly in [``min_pixels``, ``max_pixels``], seeded by the
+    image's sha256 so a rerun gives the same size; smaller images are kept as
+    they are. The paper uses 150K-450K pixels for 96-px patches.
+    """
+
+    source: str = Field("data/synth", min_length=1, description="folder, VOC root, archive or s3://bucket/prefix")
+    out: str = "data/raw_images"
+    reports: str = "reports/ingest"
+    min_pixels: int = Field(20_000, ge=1, description="lower end of the downscale target, pixels per image")
+    max_pixels: int = Field(40_000, ge=1, description="images above this many pixels are downscaled")
+    max_decode_pixels: int = Field(
+        89_478_485, ge=1, description="larger images are quarantined as decompression bombs (Pillow's default)"
+    )
+    alpha: Literal["white", "drop"] = Field("white", description="transparent pixels: composite on white or drop alpha")
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    max_file_bytes: int = Field(256 << 20, ge=1, description="largest input file taken (local, archive member, S3 object), bytes")
+    workers: int = Field(0, ge=0, description="processes; 0 = all cores")
+    download_threads: int = Field(16, ge=1, le=256, description="parallel S3 downloads")
+    s3_max_attempts: int = Field(5, ge=1, le=20, description="tries per S3 request (botocore standard retries)")
+
+    @model_validator(mode="after")
+    def _pixel_range(self) -> "IngestConfig":
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
+        return self
+
+
 class DataConfig(_Section):
     synth: SynthConfig = SynthConfig()
+    ingest: IngestConfig = IngestConfig()
 
 
 class PretrainConfig(_Section):
@@ -72,11 +104,17 @@ class PretrainConfig(_Section):
     48-px gap and 7-px jitter become 32, 16 and 2.
     """
 
+    input: str = Field("data/raw_images", description="image store from ctx ingest (or a VOC root / image folder)")
+    splits: tuple[str, ...] = Field(("unlabeled",), min_length=1, description="store splits to pretrain on")
+    out: str = Field("models/context", description="encoder.pt and checkpoints/")
+    reports: str = "reports/pretrain"
+    registered_model: str = Field("ctx-encoder", min_length=1, description="MLflow registry name")
     arch: Literal["compact", "paper", "resnet18"] = "compact"
     patch_size: int = Field(32, ge=8, le=512)
     gap: int = Field(16, ge=0, le=512)
     jitter: int = Field(2, ge=0, le=64)
     pairs: Literal["all_neighbours", "random_neighbour"] = "all_neighbours"
+    pairs_per_grid: int = Field(40, ge=1, le=40, description="all_neighbours: ordered pairs used per 3x3 grid")
     chroma: Literal["projection", "color_dropping", "grayscale", "none"] = "projection"
     pixelation_prob: float = Field(0.33, ge=0, le=1)
     pixelation_min_side: int = Field(4, ge=1)
@@ -91,6 +129,9 @@ class PretrainConfig(_Section):
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(256, ge=1)
     held_out_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_pairs: int = Field(2048, ge=8, description="held-out pairs for pretext accuracy")
+    log_every: int = Field(20, ge=1)
+    workers: int = Field(1, ge=0, description="DataLoader worker processes; 0 = sample in the trainer")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -20,7 +20,7 @@ def load_defs() -> dg.Definitions:
 def test_definitions_load_with_the_dataset_asset():
     defs = load_defs()
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert "synthetic_voc" in keys
+    assert {"synthetic_voc", "raw_images"} <= keys
 
 
 def test_asset_selection_strings_parse():
@@ -28,7 +28,7 @@ def test_asset_selection_strings_parse():
     # "TypeError: ord() expected string of length 1"; the lock pins 4.13.
     graph = load_defs().resolve_asset_graph()
     selected = dg.AssetSelection.from_string('key:"synthetic_voc" or group:data').resolve(graph)
-    assert {k.to_user_string() for k in selected} == {"synthetic_voc"}
+    assert {k.to_user_string() for k in selected} == {"synthetic_voc", "raw_images"}
 
 
 def test_dg_check_defs_passes():

@@ -1,0 +1,95 @@
+"""``raw_images``: the normalised image store every later stage reads, written by ``ctx_core.ingest``."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from ctx_core.config import load_params
+from ctx_core.errors import UserError
+from ctx_core.ingest.run import run_ingest
+from ctx_core.ingest.schemas import validate_tables
+from ctx_core.tracking import tracking_uri
+from dagster_project.defs.resources import MlflowTracking
+from dagster_project.defs.synthetic_dataset import synthetic_voc
+from dagster_project.settings import default_params, inline_png, params_file
+
+_INGEST = default_params().params.data.ingest
+
+
+class IngestRunConfig(dg.Config):
+    """Launchpad settings; defaults are params.yaml's ``data.ingest``."""
+
+    source: str = Field(default=_INGEST.source, description="folder, VOC root, .tar/.tar.gz/.tgz/.zip or s3://bucket/prefix")
+    out: str = Field(default=_INGEST.out, description="store folder")
+    max_pixels: int = Field(default=_INGEST.max_pixels, description="images above this many pixels are downscaled")
+    overrides: list[str] = Field(default=[], description="extra section.key=value settings")
+
+
+@dg.asset(
+    deps=[synthetic_voc],
+    group_name="data",
+    kinds={"python", "parquet"},
+    description="Normalised RGB image store with manifest, VOC annotations and quarantine report (ctx ingest).",
+)
+def raw_images(context: dg.AssetExecutionContext, config: IngestRunConfig, mlflow: MlflowTracking) -> dg.MaterializeResult:
+    overrides = [
+        f"data.ingest.source={config.source}",
+        f"data.ingest.out={config.out}",
+        f"data.ingest.max_pixels={config.max_pixels}",
+        *config.overrides,
+        *mlflow.overrides(),
+    ]
+    try:
+        settings = load_params(params_file(), overrides)
+        result = run_ingest(settings, force=True, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
+    except UserError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    counts = result.summary()["counts"]
+    metadata = {
+        "path": dg.MetadataValue.path(str(result.store)),
+        "data_version": result.data_version,
+        "images": len(result.ingested),
+        "objects": result.objects,
+        "quarantined": len(result.quarantined),
+        "ignored_files": result.ignored_files,
+        **{f"images_{k}": v for k, v in result.split_sizes.items()},
+        "quarantined_by_reason": dg.MetadataValue.json(counts["quarantined_by_reason"]),
+        "quarantine_sample": dg.MetadataValue.md(
+            "\n".join(f"- `{r.source}`: {r.reason}" for r in result.quarantined[:20]) or "nothing quarantined"
+        ),
+        "classes": dg.MetadataValue.json(result.classes),
+        "montage": dg.MetadataValue.md(inline_png(result.montage)),
+        "mlflow_run_id": result.mlflow_run_id or "tracking off",
+    }
+    url = mlflow.run_url(result.mlflow_run_id, tracking_uri(settings))
+    if url:
+        metadata["mlflow_run"] = dg.MetadataValue.url(url)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))
+
+
+@dg.asset_check(asset=raw_images, blocking=True, description="manifest and annotations match their pandera schemas")
+def raw_images_tables_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    event = context.instance.get_latest_materialization_event(raw_images.key)
+    if event is None or event.asset_materialization is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "raw_images has not been materialised"})
+    store = event.asset_materialization.metadata["path"].value
+    root = Path(store)
+    try:
+        manifest = pd.read_parquet(root / "manifest.parquet")
+        annotations = pd.read_parquet(root / "annotations.parquet")
+        classes = [c for c in (root / "classes.txt").read_text().splitlines() if c]
+        validate_tables(manifest, annotations, classes)
+    except (UserError, OSError) as exc:
+        return dg.AssetCheckResult(passed=False, metadata={"store": store, "error": str(exc)})
+    on_disk = {p.stem for p in (root / "images").glob("*.jpg")}
+    listed = set(manifest["image_id"])
+    if on_disk != listed:
+        return dg.AssetCheckResult(passed=False, metadata={
+            "store": store,
+            "error": f"{len(listed - on_disk)} manifest rows without an image file, {len(on_disk - listed)} files without a row",
+        })
+    return dg.AssetCheckResult(
+        passed=True, metadata={"store": store, "images": len(manifest), "objects": len(annotations)}
+    )
