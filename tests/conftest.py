@@ -47,3 +47,15 @@ def project_copy(tmp_path: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A 40-image synthetic VOC root shared by the tests that train."""
+    from ctx_core.config import load_params
+    from ctx_core.synth.run import run_synth
+
+    tmp = tmp_path_factory.mktemp("synth")
+    params = write_params(tmp / "p", data={"synth": {"out": str(tmp / "voc"), "reports": str(tmp / "r"), "images": 40}})
+    run_synth(load_params(params), progress=False)
+    return tmp / "voc"

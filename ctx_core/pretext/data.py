@@ -1,0 +1,200 @@
+"""Patch-pair batches for context prediction.
+
+A batch is a pure function of ``(seed, step, rank)``: resuming at step ``t``
+replays exactly the batches an uninterrupted run would have seen, and
+DataLoader workers can produce batches in any order without changing them.
+Images are decoded with torchvision (no per-sample PIL), patches cut by one
+indexing operation per image, and the shortcut transforms run vectorised over
+the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+with warnings.catch_warnings():
+    # torchvision 0.29 deprecates its decoders in favour of torchcodec, which
+    # this stack does not ship; they remain the fastest JPEG path here.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torchvision.io import ImageReadMode, decode_image
+
+from ctx_core.config import PretrainConfig
+from ctx_core.errors import UserError
+from ctx_core.pretext.augment import augment_patches
+from ctx_core.pretext.grid import CENTRE_PAIRS, NEIGHBOUR_PAIRS, sample_grid
+
+
+class NoUsableImages(UserError):
+    """No image is large enough for the patch grid (or none was given)."""
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """``first``/``second``: float32 (B, 3, P, P); ``labels``: int64 (B,) in 0..7;
+    ``boxes``: int64 (B, 2, 4) x0, y0, x1, y1 of both patches; ``image_index``: (B,)."""
+
+    step: int
+    first: torch.Tensor
+    second: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    image_index: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """Images usable for the grid, with their sizes, and how many were skipped."""
+
+    paths: tuple[Path, ...]
+    sizes: tuple[tuple[int, int], ...]  # (width, height)
+    skipped: int
+
+
+def usable_images(paths: Sequence[Path], cfg: PretrainConfig) -> ImageList:
+    """Keep the images whose both sides hold the patch grid; count the rest.
+
+    Reads only image headers. Raises :class:`NoUsableImages` naming the sizes when none fits.
+    """
+    keep, sizes, skipped = [], [], 0
+    largest = (0, 0)
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except (OSError, ValueError):
+            skipped += 1
+            continue
+        if min(w, h) >= cfg.grid_extent:
+            keep.append(Path(p))
+            sizes.append((w, h))
+        else:
+            skipped += 1
+            largest = max(largest, (w, h), key=lambda s: min(s))
+    if not keep:
+        detail = f"; the largest is {largest[0]}x{largest[1]} px" if largest != (0, 0) else ""
+        raise NoUsableImages(
+            f"none of {len(paths)} images can hold the patch grid of {cfg.grid_extent} px "
+            f"(3 x patch_size {cfg.patch_size} + 2 x gap {cfg.gap} + 2 x jitter {cfg.jitter}){detail}; "
+            f"use smaller pretrain.patch_size/gap or larger images"
+        )
+    return ImageList(tuple(keep), tuple(sizes), skipped)
+
+
+def split_held_out(paths: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic train / held-out split by a hash of each file name (stable as the set grows)."""
+    train, held = [], []
+    for p in paths:
+        h = int(hashlib.sha256(Path(p).name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (held if h < fraction else train).append(Path(p))
+    if not train or not held:  # tiny sets: fall back to a sorted cut
+        ordered = sorted(Path(p) for p in paths)
+        k = max(1, min(len(ordered) - 1, round(fraction * len(ordered))))
+        held, train = ordered[:k], ordered[k:]
+    return train, held
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB."""
+    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_image(data, mode=ImageReadMode.RGB)
+
+
+def cut_patches(img: torch.Tensor, corners: np.ndarray, patch: int) -> torch.Tensor:
+    """Patches at ``corners`` (K, 2) of x, y from ``img`` (3, H, W): uint8 (K, 3, P, P)."""
+    ar = torch.arange(patch)
+    xs = torch.as_tensor(corners[:, 0])[:, None] + ar  # (K, P)
+    ys = torch.as_tensor(corners[:, 1])[:, None] + ar
+    out = img[:, ys[:, :, None], xs[:, None, :]]  # (3, K, P, P)
+    return out.permute(1, 0, 2, 3).contiguous()
+
+
+class PairSampler:
+    """Makes :class:`PairBatch` es from an :class:`ImageList` under a :class:`PretrainConfig`."""
+
+    def __init__(self, images: ImageList, cfg: PretrainConfig, batch_size: int | None = None):
+        self.images = images
+        self.cfg = cfg
+        self.batch_size = batch_size or cfg.batch_size
+        self.per_grid = 1 if cfg.pairs == "random_neighbour" else min(cfg.pairs_per_grid, len(NEIGHBOUR_PAIRS))
+
+    def batch(self, step: int, seed: int | None = None, rank: int = 0) -> PairBatch:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed if seed is None else seed, step, rank])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        n_grids = math.ceil(self.batch_size / self.per_grid)
+        picks = rng.integers(len(self.images.paths), size=n_grids)
+        firsts, seconds, labels, boxes, owners = [], [], [], [], []
+        for idx in picks.tolist():
+            img = read_image(self.images.paths[idx])
+            corners = sample_grid(rng, img.shape[2], img.shape[1], cfg.patch_size, cfg.gap, cfg.jitter)
+            patches = cut_patches(img, corners, cfg.patch_size)
+            if cfg.pairs == "random_neighbour":
+                chosen = CENTRE_PAIRS[rng.integers(len(CENTRE_PAIRS), size=1)]
+            else:
+                chosen = NEIGHBOUR_PAIRS[rng.permutation(len(NEIGHBOUR_PAIRS))[: self.per_grid]]
+            a, b, lab = (torch.as_tensor(chosen[:, k]) for k in range(3))
+            firsts.append(patches[a])
+            seconds.append(patches[b])
+            labels.append(lab)
+            xy = torch.as_tensor(corners)
+            box = torch.cat([xy, xy + cfg.patch_size], dim=1)  # (9, 4)
+            boxes.append(torch.stack([box[a], box[b]], dim=1))
+            owners.append(torch.full((len(a),), idx))
+        n = self.batch_size
+        first, second = torch.cat(firsts)[:n], torch.cat(seconds)[:n]
+        x = augment_patches(
+            torch.cat([first, second]), gen, cfg.chroma, cfg.pixelation_prob,
+            cfg.pixelation_min_side, cfg.pixelation_max_side, cfg.patch_rms,
+        )
+        return PairBatch(
+            step=step,
+            first=x[:n],
+            second=x[n:],
+            labels=torch.cat(labels)[:n],
+            boxes=torch.cat(boxes)[:n],
+            image_index=torch.cat(owners)[:n],
+        )
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """Batches for steps ``start..stop-1``; worker ``w`` of ``W`` makes steps ``t % W == w``.
+
+    A DataLoader reads workers round-robin, so batches arrive in step order.
+    """
+
+    def __init__(self, sampler: PairSampler, start: int, stop: int, rank: int = 0):
+        self.sampler, self.start, self.stop, self.rank = sampler, start, stop, rank
+
+    def __iter__(self) -> Iterator[PairBatch]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.start + wid, self.stop, nw):
+            yield self.sampler.batch(step, rank=self.rank)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def pair_loader(sampler: PairSampler, start: int, stop: int, workers: int, rank: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`PairStream`; ``workers=0`` samples in the training process."""
+    return torch.utils.data.DataLoader(
+        PairStream(sampler, start, stop, rank),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,162 @@
+"""``run_pretrain``: train the context-prediction encoder, evaluate it, log and register it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ctx_core.config import Settings
+from ctx_core.errors import UserError
+from ctx_core.fsutil import dvc_dir_hash
+from ctx_core.models.io import save_encoder
+from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, usable_images
+from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
+from ctx_core.pretext.train import distributed_from_env, pick_device, train
+from ctx_core.registry import ENCODER_FILE, register_version
+from ctx_core.tracking import stage_run, tracking_uri
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    encoder: Path
+    held_out_accuracy: float
+    train_images: int
+    held_out_images: int
+    skipped_images: int
+    steps: int
+    pairs_per_second: float
+    data_version: str
+    reports: dict[str, Path]
+    mlflow_run_id: str | None
+    registered_version: str | None
+
+
+def pretrain_image_paths(root: Path, splits: tuple[str, ...]) -> list[Path]:
+    """Images to pretrain on from an ingest store (``manifest.parquet`` + ``images/``),
+    a VOC root (``ImageSets/Main/<split>.txt``) or a plain folder (every image in it)."""
+    if not root.exists():
+        raise UserError(f"pretrain.input {root} does not exist; run `ctx ingest` (or point it at a VOC root or image folder)")
+    if (root / "manifest.parquet").is_file():
+        import pandas as pd
+
+        manifest = pd.read_parquet(root / "manifest.parquet", columns=["image_id", "split"])
+        rows = manifest[manifest["split"].isin(splits)]
+        if rows.empty:
+            raise UserError(f"{root}/manifest.parquet has no image in splits {list(splits)}; "
+                            f"it has {sorted(manifest['split'].unique())} (set pretrain.splits)")
+        return [root / "images" / f"{i}.jpg" for i in sorted(rows["image_id"])]
+    if (root / "JPEGImages").is_dir():
+        ids: list[str] = []
+        for split in splits:
+            listing = root / "ImageSets" / "Main" / f"{split}.txt"
+            if listing.is_file():
+                ids += listing.read_text().split()
+        if not ids:
+            raise UserError(f"VOC root {root} lists no image in splits {list(splits)} (ImageSets/Main/<split>.txt)")
+        return [root / "JPEGImages" / f"{i}.jpg" for i in sorted(set(ids))]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def run_pretrain(
+    settings: Settings,
+    resume: bool = False,
+    extra_tags: dict[str, str] | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> PretrainResult:
+    cfg = settings.params.pretrain
+    env = distributed_from_env()
+    root = settings.path(cfg.input)
+    paths = pretrain_image_paths(root, cfg.splits)
+    usable = usable_images(paths, cfg)
+    size_of = dict(zip(usable.paths, usable.sizes))
+    train_paths, held_paths = split_held_out(usable.paths, cfg.held_out_fraction)
+    train_images = ImageList(tuple(train_paths), tuple(size_of[p] for p in train_paths), usable.skipped)
+    held_images = ImageList(tuple(held_paths), tuple(size_of[p] for p in held_paths), 0)
+    if cfg.batch_size % env.world:
+        raise UserError(f"pretrain.batch_size = {cfg.batch_size} must divide evenly over {env.world} processes")
+    sampler = PairSampler(train_images, cfg, batch_size=cfg.batch_size // env.world)
+    held_sampler = PairSampler(held_images, cfg, batch_size=min(256, cfg.batch_size))
+
+    out = settings.path(cfg.out)
+    reports = settings.path(cfg.reports)
+    data_version = dvc_dir_hash(root) if root.is_dir() else "unknown"
+    tags = {"data_version": data_version, **(extra_tags or {})}
+    run_ctx = stage_run(settings, "pretrain", tags) if env.main else _no_run()
+    with run_ctx as run:
+        run.log_params({**cfg.model_dump(mode="json"), "train_images": len(train_images.paths),
+                        "held_out_images": len(held_images.paths), "skipped_images": usable.skipped,
+                        "world_size": env.world})
+        result = train(cfg, sampler, out / "checkpoints", resume=resume, progress=progress, stop_after=stop_after,
+                       on_log=lambda step, m: run.log_metrics(m, step=step))
+        if not env.main:
+            return PretrainResult(out / ENCODER_FILE, float("nan"), len(train_images.paths), len(held_images.paths),
+                                  train_images.skipped, result.steps, result.pairs_per_second, data_version, {}, None, None)
+        device = pick_device(cfg, env)
+        amp = cfg.amp and device.type == "cuda"
+        accuracy, confusion = pretext_accuracy(result.model, held_sampler, cfg.eval_pairs, device, amp=amp)
+        encoder = save_encoder(out / ENCODER_FILE, result.model.tower, meta={
+            "data_version": data_version, "chroma": cfg.chroma, "held_out_accuracy": accuracy, "steps": result.steps,
+        })
+        metrics = {
+            "held_out_accuracy": accuracy,
+            "chance_accuracy": 0.125,
+            "final_loss": result.history[-1]["loss"] if result.history else float("nan"),
+            "pairs_per_second": result.pairs_per_second,
+            "train_images": len(train_images.paths),
+            "held_out_images": len(held_images.paths),
+            "skipped_images": usable.skipped,
+            "steps": result.steps,
+            "eval_pairs": int(confusion.sum()),
+        }
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        with open(reports / "curves.csv", "w") as f:
+            f.write("step,loss,train_accuracy,lr\n")
+            for h in result.history:
+                f.write(f"{int(h['step'])},{h['loss']:.5f},{h['train_accuracy']:.5f},{h['lr']:.6g}\n")
+        files = {
+            "metrics": reports / "metrics.json",
+            "curves_csv": reports / "curves.csv",
+            "confusion": confusion_plot(confusion, reports / "confusion.png",
+                                        f"held-out pretext accuracy {accuracy:.3f} ({confusion.sum()} pairs)"),
+            "curves": curves_plot(result.history, accuracy, reports / "curves.png"),
+            "pairs": pairs_montage(held_sampler.batch(0, seed=cfg.seed + 7), held_images.paths, reports / "pairs.png"),
+        }
+        run.log_metrics({"held_out_accuracy": accuracy, "pairs_per_second_total": result.pairs_per_second})
+        for path in files.values():
+            run.log_artifact(path, "pretrain")
+        run.log_artifact(encoder, "encoder")
+        version = None
+        if run.run_id:
+            import mlflow
+
+            client = mlflow.MlflowClient(tracking_uri(settings))
+            version = str(register_version(client, cfg.registered_model, run.run_id, "encoder", {
+                "data_version": data_version, "arch": cfg.arch, "chroma": cfg.chroma,
+                "patch_size": cfg.patch_size, "held_out_accuracy": f"{accuracy:.4f}", "steps": result.steps,
+            }, description=f"{cfg.arch} tower, {cfg.chroma}, held-out pretext accuracy {accuracy:.3f}").version)
+            run.set_tags({"registered_version": version})
+    return PretrainResult(
+        encoder=encoder, held_out_accuracy=accuracy, train_images=len(train_images.paths),
+        held_out_images=len(held_images.paths), skipped_images=usable.skipped,
+        steps=result.steps, pairs_per_second=result.pairs_per_second, data_version=data_version,
+        reports=files, mlflow_run_id=run.run_id, registered_version=version,
+    )
+
+
+class _no_run:
+    """Stand-in for ``stage_run`` on ranks other than 0: they log nothing."""
+
+    def __enter__(self):
+        from ctx_core.tracking import StageRun
+
+        return StageRun(None)
+
+    def __exit__(self, *exc) -> None:
+        return None

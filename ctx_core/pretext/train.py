@@ -1,0 +1,261 @@
+"""The context-prediction training loop: seeded, resumable, DDP-ready.
+
+Checkpoints hold ``{model, optimizer, scheduler, step, rng, config}`` and are
+written atomically; because every batch is a pure function of
+``(seed, step, rank)``, a resumed run sees exactly the batches an
+uninterrupted run would have and, on the CPU, reproduces its losses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ctx_core.config import PretrainConfig
+from ctx_core.errors import UserError
+from ctx_core.models.siamese import ContextPredictionNet
+from ctx_core.models.towers import build_tower
+from ctx_core.pretext.data import PairSampler, pair_loader
+
+# Settings that may change between a checkpoint and its resumption.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "compile", "workers", "eval_pairs", "amp"}
+KEEP_CHECKPOINTS = 2
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable or from another configuration."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; the message names the step and the learning rate."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """Rank and world size as ``torchrun`` sets them (a single process otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(cfg: PretrainConfig, env: Distributed) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("pretrain.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine to 0 or x0.1 steps at 2/3 and 8/9 of training."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 0.1 ** sum(progress >= m for m in (2 / 3, 8 / 9))
+
+
+def build_model(cfg: PretrainConfig) -> ContextPredictionNet:
+    torch.manual_seed(cfg.seed)
+    return ContextPredictionNet(build_tower(cfg.arch, cfg.patch_size))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:07d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, cfg: PretrainConfig) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        # tensors and ints only, so torch.load(weights_only=True) can read it back
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2]),
+        },
+        "config": cfg.model_dump(mode="json"),
+    }
+    path = checkpoint_path(folder, step)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
+    for old in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(folder: Path, cfg: PretrainConfig) -> dict[str, Any]:
+    """The newest checkpoint in ``folder``, validated against ``cfg``."""
+    found = list_checkpoints(folder)
+    if not found:
+        raise CheckpointError(f"--resume: no checkpoint (step-*.pt) in {folder}; run without --resume to start fresh")
+    path = found[-1]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(state["step"])
+    except Exception as exc:
+        older = f"; the older {found[-2].name} is kept: delete {path.name} to resume from it" if len(found) > 1 else ""
+        raise CheckpointError(f"--resume: checkpoint {path} is corrupt ({type(exc).__name__}){older}") from None
+    saved, now = state["config"], cfg.model_dump(mode="json")
+    differing = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
+        raise CheckpointError(f"--resume: checkpoint {path.name} was trained with other settings ({detail}); "
+                              f"restore them or start without --resume")
+    if step >= cfg.steps:
+        raise CheckpointError(f"--resume: checkpoint {path.name} is at step {step}, already >= pretrain.steps = {cfg.steps}")
+    return state
+
+
+# ---------------------------------------------------------------- training
+
+@dataclass
+class TrainResult:
+    model: ContextPredictionNet
+    start_step: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    pairs_per_second: float = 0.0
+    last_checkpoint: Path | None = None
+
+
+def train(
+    cfg: PretrainConfig,
+    sampler: PairSampler,
+    checkpoints: Path,
+    resume: bool = False,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train for ``cfg.steps`` steps (from the newest checkpoint with ``resume``).
+
+    ``stop_after``: return after this many steps of this call (a planned
+    interruption, used to test resumption). ``on_log(step, metrics)`` is called
+    every ``cfg.log_every`` steps on rank 0.
+    """
+    env = distributed_from_env()
+    if env.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+    device = pick_device(cfg, env)
+    model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    start = 0
+    if not resume and env.main:
+        # a fresh run must not leave an older run's checkpoints to be resumed later
+        for old in list_checkpoints(checkpoints):
+            old.unlink()
+    if resume:
+        state = load_checkpoint(checkpoints, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(("MT19937", state["rng"]["numpy_keys"].numpy().astype(np.uint32), state["rng"]["numpy_pos"]))
+        start = int(state["step"])
+    net: torch.nn.Module = model
+    if env.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    amp = cfg.amp and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+
+    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    local_batch = sampler.batch_size
+    loader = pair_loader(sampler, start, stop, cfg.workers, rank=env.rank)
+    result = TrainResult(model=model, start_step=start, steps=stop)
+    model.train()
+    bar = tqdm(total=stop - start, initial=0, desc="pretrain", unit="step",
+               disable=(not env.main) or (True if progress is False else None))
+    t0 = time.perf_counter()
+    window_loss, window_correct, window_n = 0.0, 0, 0
+    for batch in loader:
+        step = batch.step
+        first = batch.first.to(device, non_blocking=True)
+        second = batch.second.to(device, non_blocking=True)
+        labels = batch.labels.to(device, non_blocking=True)
+        if device.type == "cuda":
+            first = first.contiguous(memory_format=torch.channels_last)
+            second = second.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(first, second)
+            loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"pretraining loss became {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                f"lower pretrain.lr or turn off pretrain.amp"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        window_loss += loss.item() * len(labels)
+        window_correct += int((logits.argmax(1) == labels).sum())
+        window_n += len(labels)
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == stop:
+            elapsed = time.perf_counter() - t0
+            metrics = {
+                "loss": window_loss / window_n,
+                "train_accuracy": window_correct / window_n,
+                "lr": scheduler.get_last_lr()[0],
+                "pairs_per_second": (done - start) * local_batch * env.world / max(elapsed, 1e-9),
+            }
+            if env.world > 1:
+                vec = torch.tensor([metrics["loss"], metrics["train_accuracy"]], device=device)
+                dist.all_reduce(vec)
+                metrics["loss"], metrics["train_accuracy"] = (vec / env.world).tolist()
+            result.history.append({"step": float(done), **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
+            if on_log and env.main:
+                on_log(done, metrics)
+            window_loss, window_correct, window_n = 0.0, 0, 0
+        if env.main and (done % cfg.checkpoint_every == 0 or done == stop):
+            result.last_checkpoint = save_checkpoint(checkpoints, done, model, optimizer, scheduler, cfg)
+    bar.close()
+    result.seconds = time.perf_counter() - t0
+    result.pairs_per_second = (stop - start) * local_batch * env.world / max(result.seconds, 1e-9)
+    return result

@@ -1,0 +1,89 @@
+"""Training: learning on a tiny set, exact resumption, checkpoint faults, divergence."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctx_core.config import PretrainConfig
+from ctx_core.pretext import train as train_mod
+from ctx_core.pretext.data import PairSampler, pair_loader, usable_images
+from ctx_core.pretext.train import CheckpointError, NonFiniteLoss, lr_factor, train
+
+
+def images(root: Path):
+    return sorted((root / "JPEGImages").glob("*.jpg"))
+
+
+def tiny_cfg(**kw) -> PretrainConfig:
+    base = dict(batch_size=32, steps=12, warmup_steps=2, checkpoint_every=4, log_every=1, workers=0,
+                amp=False, pairs_per_grid=8, eval_pairs=64)
+    return PretrainConfig(**{**base, **kw})
+
+
+def test_loss_goes_down_on_a_tiny_set(synth_root, tmp_path):
+    # edge continuation left in (no gap, no jitter, colour kept): easy enough to learn in seconds
+    cfg = tiny_cfg(steps=100, gap=0, jitter=0, chroma="none", pixelation_prob=0.0, optimizer="adamw", lr=2e-3,
+                   checkpoint_every=1000)
+    sampler = PairSampler(usable_images(images(synth_root)[:2], cfg), cfg)
+    result = train(cfg, sampler, tmp_path / "ck", progress=False)
+    losses = [h["loss"] for h in result.history]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 0.3, (first, last)
+
+
+def test_resume_reproduces_the_uninterrupted_losses(synth_root, tmp_path):
+    cfg = tiny_cfg()
+    sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
+    full = train(cfg, sampler, tmp_path / "full", progress=False)
+    killed = train(cfg, sampler, tmp_path / "resumed", progress=False, stop_after=8)  # checkpoint at 8
+    assert [h["step"] for h in killed.history][-1] == 8
+    resumed = train(cfg, sampler, tmp_path / "resumed", resume=True, progress=False)
+    tail_full = [h["loss"] for h in full.history if h["step"] > 8]
+    tail_resumed = [h["loss"] for h in resumed.history]
+    assert len(tail_resumed) == 4 and tail_resumed == tail_full
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # only the newest checkpoints are kept
+    assert [p.name for p in sorted((tmp_path / "resumed").glob("*.pt"))] == ["step-0000008.pt", "step-0000012.pt"]
+
+
+def test_worker_processes_deliver_batches_in_step_order(synth_root):
+    cfg = tiny_cfg(batch_size=8)
+    sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
+    got = list(pair_loader(sampler, 3, 9, workers=2))
+    assert [b.step for b in got] == list(range(3, 9))
+    for b in got:
+        assert torch.equal(b.first, sampler.batch(b.step).first)
+
+
+def test_resume_faults_give_clear_errors_and_keep_old_checkpoints(synth_root, tmp_path):
+    cfg = tiny_cfg()
+    sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(cfg, sampler, tmp_path / "none", resume=True, progress=False)
+    folder = tmp_path / "ck"
+    train(cfg, sampler, folder, progress=False, stop_after=8)
+    with pytest.raises(CheckpointError, match=r"other settings \(lr: 0.01 -> 0.5, seed: 0 -> 3\)"):
+        train(cfg.model_copy(update={"lr": 0.5, "seed": 3}), sampler, folder, resume=True, progress=False)
+    (folder / "step-0000009.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="step-0000009.pt is corrupt.*step-0000008.pt is kept"):
+        train(cfg, sampler, folder, resume=True, progress=False)
+    assert (folder / "step-0000008.pt").is_file()
+
+
+def test_non_finite_loss_stops_with_step_and_lr(synth_root, tmp_path, monkeypatch):
+    cfg = tiny_cfg()
+    sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
+    monkeypatch.setattr(train_mod.F, "cross_entropy", lambda logits, labels: (logits.sum() * float("nan")))
+    with pytest.raises(NonFiniteLoss, match="loss became nan at step 0 .*lower pretrain.lr"):
+        train(cfg, sampler, tmp_path / "ck", progress=False)
+
+
+def test_lr_schedule_warmup_cosine_and_step():
+    cfg = PretrainConfig(steps=110, warmup_steps=10, schedule="cosine")
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.5) and lr_factor(110, cfg) == pytest.approx(0.0)
+    step = cfg.model_copy(update={"schedule": "step"})
+    assert lr_factor(50, step) == 1.0 and lr_factor(80, step) == pytest.approx(0.1)
+    assert lr_factor(100, step) == pytest.approx(0.01)
