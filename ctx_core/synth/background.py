@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+OUTDOOR_SHARE = 0.7  # share of scenes with sky over ground; the rest are abstract textures
+
 
 def _noise(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """Coloured value noise summed over octaves, float32 HxWx3 in [0, 1]."""
@@ -63,13 +65,50 @@ def _clutter(img: Image.Image, rng: np.random.Generator, count: int) -> None:
             d.arc([x - s, y - s, x + s, y + s], float(rng.uniform(0, 360)), float(rng.uniform(0, 360)), fill=color, width=2)
 
 
-def render_background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """An RGB ``w`` x ``h`` background mixing noise or a gradient with stripes and clutter."""
-    base = _noise(rng, w, h) if rng.random() < 0.6 else _gradient(rng, w, h)
-    if rng.random() < 0.4:
-        alpha = rng.uniform(0.2, 0.5)
-        base = (1 - alpha) * base + alpha * _stripes(rng, w, h)
+def _outdoor(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, int]:
+    """Sky over ground, as in most photographs: a smooth sky brightening towards
+    a horizon, over a textured ground whose grain grows towards the bottom
+    (perspective). Returns the float image and the horizon row."""
+    horizon = int(rng.uniform(0.3, 0.6) * h)
+    ys = np.arange(h, dtype=np.float32)[:, None, None] / max(h - 1, 1)
+    sky_top = np.array(colorsys_hsv(rng.uniform(0.52, 0.66), rng.uniform(0.3, 0.8), rng.uniform(0.5, 0.9)))
+    sky = sky_top + (1 - sky_top) * 0.6 * ys / max(horizon / h, 1e-3)
+    ground_col = np.array(colorsys_hsv(rng.choice([0.08, 0.12, 0.25, 0.33, 0.58]), rng.uniform(0.3, 0.8),
+                                       rng.uniform(0.3, 0.7)))
+    grain = np.zeros((h, w), np.float32)
+    for cells, weight in ((6, 0.5), (16, 0.3), (48, 0.2)):
+        small = (rng.random((cells, cells)) * 255).astype(np.uint8)
+        grain += weight * np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), np.float32) / 255
+    depth = np.clip((ys[..., 0] - horizon / h) / max(1 - horizon / h, 1e-3), 0, 1)
+    # furrows crowd together towards the horizon, as receding parallel lines do
+    furrows = 0.5 + 0.5 * np.sin(np.pi * np.clip(np.arange(h)[:, None] - horizon, 0, None) ** 0.6)
+    texture = (0.65 + 0.5 * (grain - 0.5) * (0.4 + depth)) * (0.85 + 0.15 * furrows * depth)
+    ground = ground_col[None, None, :] * (0.6 + 0.6 * depth[..., None]) * texture[..., None]
+    base = np.where((np.arange(h) < horizon)[:, None, None], np.broadcast_to(sky, (h, w, 3)), ground)
+    return base.astype(np.float32), horizon
+
+
+def colorsys_hsv(hue: float, sat: float, val: float) -> tuple[float, float, float]:
+    import colorsys
+
+    return colorsys.hsv_to_rgb(hue, sat, val)
+
+
+def render_background(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, int | None]:
+    """An RGB ``w`` x ``h`` background and its horizon row (None for an abstract one).
+
+    Outdoor scenes (sky over textured ground) are most common; the rest mix
+    noise or a gradient with stripes. Clutter shapes are scattered over both.
+    """
+    horizon = None
+    if rng.random() < OUTDOOR_SHARE:
+        base, horizon = _outdoor(rng, w, h)
+    else:
+        base = _noise(rng, w, h) if rng.random() < 0.6 else _gradient(rng, w, h)
+        if rng.random() < 0.4:
+            alpha = rng.uniform(0.2, 0.5)
+            base = (1 - alpha) * base + alpha * _stripes(rng, w, h)
     img = Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8), "RGB")
     if rng.random() < 0.75:
         _clutter(img, rng, int(rng.integers(5, 25)))
-    return img
+    return img, horizon

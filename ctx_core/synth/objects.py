@@ -167,18 +167,19 @@ class ObjectClass:
     aspect: tuple[float, float]  # width / height range
     flippable: bool  # pose Left/Right when True, else Frontal/Unspecified
     pose: str = "Unspecified"
+    grounded: bool = False  # stands on the ground in outdoor scenes (bottom below the horizon)
 
 
 CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("animal", _animal, (0.85, 1.15), False, "Frontal"),
-    ObjectClass("bicycle", _bicycle, (1.4, 1.8), True),
+    ObjectClass("bicycle", _bicycle, (1.4, 1.8), True, grounded=True),
     ObjectClass("boat", _boat, (0.8, 1.2), True),
-    ObjectClass("car", _car, (1.7, 2.3), True),
+    ObjectClass("car", _car, (1.7, 2.3), True, grounded=True),
     ObjectClass("fish", _fish, (1.6, 2.2), True),
-    ObjectClass("flower", _flower, (0.5, 0.65), False),
-    ObjectClass("house", _house, (0.8, 1.3), False, "Frontal"),
-    ObjectClass("person", _person, (0.38, 0.5), False, "Frontal"),
-    ObjectClass("tree", _tree, (0.55, 0.8), False),
+    ObjectClass("flower", _flower, (0.5, 0.65), False, grounded=True),
+    ObjectClass("house", _house, (0.8, 1.3), False, "Frontal", grounded=True),
+    ObjectClass("person", _person, (0.38, 0.5), False, "Frontal", grounded=True),
+    ObjectClass("tree", _tree, (0.55, 0.8), False, grounded=True),
     ObjectClass("tvmonitor", _tvmonitor, (1.1, 1.45), False, "Frontal"),
 )
 

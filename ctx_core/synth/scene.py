@@ -19,6 +19,7 @@ from ctx_core.synth.background import render_background
 from ctx_core.synth.objects import CLASSES, render_object
 
 SCALE_RANGE = (0.08, 0.6)  # object height as a share of the longer image side
+ANCHOR_SCALE = (0.55, 0.95)  # the main object's height as a share of the shorter side (object-centric, like ImageNet)
 MIN_SIDE_EASY = 12  # px; a box with a shorter side is marked difficult
 MIN_VISIBLE_EASY = 0.4  # share of an object's pixels that must show to be non-difficult
 TRUNCATED_SHARE = 0.05  # share of an object's pixels outside the image that marks it truncated
@@ -45,6 +46,10 @@ class ObjectPalette:
             self.sprites = find_sprites(sprites)
             self.names = tuple(sorted(self.sprites))
         self._cache: dict[Path, Image.Image] = {}
+
+    def grounded(self, idx: int) -> bool:
+        """Whether class ``idx`` stands on the ground (sprites: never assumed)."""
+        return not self.sprites and CLASSES[idx].grounded
 
     def render(self, idx: int, height: int, rng: np.random.Generator) -> tuple[Image.Image, str]:
         """An RGBA instance of class ``idx`` about ``height`` px tall, and its pose."""
@@ -107,15 +112,17 @@ def compose_scene(
     """Render one scene; ``anchor_class`` is drawn last, large and near the centre,
     so every image surely shows one clear instance of it."""
     w, h = image_shape(rng, size)
-    img = render_background(rng, w, h)
+    img, horizon = render_background(rng, w, h)
     n_cls = len(palette.names)
     classes = [int(c) for c in rng.integers(n_cls, size=n_objects - 1)] + [anchor_class]
     owner = np.full((h, w), -1, np.int16)
     placed: list[tuple[int, str, int, bool]] = []  # class, pose, full pixel count, truncated
     for k, cls in enumerate(classes):
         anchor = k == len(classes) - 1
-        lo, hi = (0.25, SCALE_RANGE[1]) if anchor else SCALE_RANGE
-        oh = round(size * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+        if anchor:
+            oh = round(min(w, h) * float(rng.uniform(*ANCHOR_SCALE)))
+        else:
+            oh = round(size * float(np.exp(rng.uniform(np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])))))
         obj, pose = palette.render(cls, oh, rng)
         ow, oh = obj.size
         if anchor and (ow > 0.9 * w or oh > 0.9 * h):
@@ -123,9 +130,13 @@ def compose_scene(
             obj = obj.resize((max(2, int(ow * shrink)), max(2, int(oh * shrink))), Image.BILINEAR)
             ow, oh = obj.size
         if anchor:
-            cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+            cx, cy = rng.uniform(0.4, 0.6) * w, rng.uniform(0.4, 0.6) * h
         else:
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        if horizon is not None and palette.grounded(cls):
+            # stand on the ground: the bottom lands between the horizon and the image bottom
+            bottom = max(cy + oh / 2, horizon + 0.05 * h) if anchor else rng.uniform(horizon + 0.05 * h, h + 0.1 * oh)
+            cy = min(bottom, h + 0.1 * oh) - oh / 2
         x0, y0 = round(cx - ow / 2), round(cy - oh / 2)
         alpha = np.asarray(obj.getchannel("A")) > 127
         full = int(alpha.sum())
