@@ -130,6 +130,7 @@ class PretrainConfig(_Section):
     batch_size: int = Field(256, ge=1)
     held_out_fraction: float = Field(0.1, gt=0, lt=1)
     eval_pairs: int = Field(2048, ge=8, description="held-out pairs for pretext accuracy")
+    diagnostic_steps: int = Field(200, ge=0, description="chromatic-aberration diagnostic training steps; 0 = skip")
     log_every: int = Field(20, ge=1)
     workers: int = Field(1, ge=0, description="DataLoader worker processes; 0 = sample in the trainer")
     checkpoint_every: int = Field(500, ge=1)

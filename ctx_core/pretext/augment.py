@@ -21,6 +21,8 @@ All functions take patches as ``(N, 3, P, P)`` tensors and a
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +37,8 @@ def projection_matrix() -> torch.Tensor:
 
 def project_colour(x: torch.Tensor) -> torch.Tensor:
     """Apply ``B`` to every pixel: ``(N, 3, H, W) -> (N, 3, H, W)``."""
-    return torch.einsum("dc,nchw->ndhw", projection_matrix().to(x), x)
+    n, c, h, w = x.shape
+    return (projection_matrix().to(x) @ x.reshape(n, c, h * w)).reshape(n, c, h, w)
 
 
 def drop_colour(x: torch.Tensor, gen: torch.Generator, noise_ratio: float = 0.01) -> torch.Tensor:
@@ -56,21 +59,34 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return y[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
+@functools.lru_cache(maxsize=None)
+def _pixelation_matrices(patch: int) -> torch.Tensor:
+    """``M[s - 1]`` (P, P) for s = 1..P-1, with ``M @ X @ M.T`` = area-downsample a P x P
+    image to s x s, then bilinear-upsample back: both maps are separable and linear."""
+    eye = torch.eye(patch)[None]  # (1, P, P): each row a unit impulse
+    mats = []
+    for side in range(1, patch):
+        down = F.adaptive_avg_pool1d(eye, side)[0]  # (P, side)
+        up = F.interpolate(torch.eye(side)[None], size=patch, mode="linear", align_corners=False)[0]  # (side, P)
+        mats.append((down @ up).T)
+    return torch.stack(mats) if mats else torch.zeros(0, patch, patch)
+
+
 def pixelate(
     x: torch.Tensor, gen: torch.Generator, prob: float, min_side: int, max_side: int
 ) -> torch.Tensor:
     """With probability ``prob`` per patch, downsample to ``s x s`` (s uniform in
-    [min_side, max_side], capped below the patch side) and upsample back bilinearly."""
+    [min_side, max_side], capped below the patch side, area averaging) and
+    upsample back bilinearly; all hit patches in two batched matrix products."""
     n, _, p, _ = x.shape
     hit = torch.rand(n, generator=gen) < prob
     sides = torch.randint(min_side, max_side + 1, (n,), generator=gen).clamp_max(p - 1)
     if not hit.any() or p <= 1:
         return x
+    idx = torch.nonzero(hit).flatten()
+    mats = _pixelation_matrices(p).to(x)[sides[idx] - 1][:, None]  # (k, 1, P, P)
     out = x.clone()
-    for s in torch.unique(sides[hit]).tolist():
-        sel = torch.nonzero(hit & (sides == s)).flatten()
-        small = F.interpolate(x[sel], size=(s, s), mode="area")
-        out[sel] = F.interpolate(small, size=(p, p), mode="bilinear", align_corners=False)
+    out.index_copy_(0, idx, mats @ x[idx] @ mats.transpose(-1, -2))
     return out
 
 

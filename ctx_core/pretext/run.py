@@ -12,6 +12,7 @@ from ctx_core.config import Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.models.io import save_encoder
+from ctx_core.pretext.chroma_diagnostic import chroma_diagnostic
 from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, usable_images
 from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
 from ctx_core.pretext.train import distributed_from_env, pick_device, train
@@ -114,6 +115,9 @@ def run_pretrain(
             "steps": result.steps,
             "eval_pairs": int(confusion.sum()),
         }
+        if cfg.diagnostic_steps:
+            for diag in chroma_diagnostic(train_images, held_images, cfg, cfg.diagnostic_steps):
+                metrics[f"position_rmse_ratio_{diag.chroma}"] = diag.ratio
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         with open(reports / "curves.csv", "w") as f:
@@ -128,7 +132,9 @@ def run_pretrain(
             "curves": curves_plot(result.history, accuracy, reports / "curves.png"),
             "pairs": pairs_montage(held_sampler.batch(0, seed=cfg.seed + 7), held_images.paths, reports / "pairs.png"),
         }
-        run.log_metrics({"held_out_accuracy": accuracy, "pairs_per_second_total": result.pairs_per_second})
+        run.log_metrics({k: v for k, v in metrics.items() if k != "pairs_per_second"})
+        if result.last_checkpoint is not None:
+            run.log_artifact(result.last_checkpoint, "checkpoints")
         for path in files.values():
             run.log_artifact(path, "pretrain")
         run.log_artifact(encoder, "encoder")

@@ -83,3 +83,16 @@ def test_augment_is_deterministic_given_the_generator(chroma):
     assert a.dtype == torch.float32 and torch.equal(a, b)
     rms = a.pow(2).mean(dim=(1, 2, 3)).sqrt()
     assert torch.allclose(rms, torch.full_like(rms, 50.0), rtol=1e-3)
+
+
+def test_pixelation_equals_area_down_then_bilinear_up():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 3, 32, 32, dtype=torch.float64)
+    out = pixelate(x, torch.Generator().manual_seed(3), prob=1.0, min_side=4, max_side=31)
+    torch.rand(64, generator=gen)
+    sides = torch.randint(4, 32, (64,), generator=gen).clamp_max(31)
+    for k in range(64):
+        s = int(sides[k])
+        small = torch.nn.functional.adaptive_avg_pool2d(x[k : k + 1], s)
+        want = torch.nn.functional.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+        assert torch.allclose(out[k : k + 1], want, atol=1e-9)
