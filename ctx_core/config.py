@@ -155,29 +155,132 @@ class PretrainConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """``ctx extract``: encoder features of patches, streamed to disk in shards.
+
+    A patch at scale ``s`` is a ``patch_size`` square cut from the image resized
+    by ``s``, so it covers ``patch_size / s`` original pixels; ``stride_fraction``
+    is the grid step as a share of the patch side. Besides the encoder's
+    features, each baseline gets its own feature set over the same patches.
+    """
+
+    encoder: str = Field(
+        "models/context/encoder.pt", min_length=1,
+        description="encoder.pt path, models:/<name>@<alias> or models:/<name>/<version>",
+    )
+    input: str = Field("data/raw_images", description="image store from ctx ingest")
+    splits: tuple[str, ...] = Field(("trainval", "test"), min_length=1, description="store splits to extract")
+    max_images: int | None = Field(None, ge=1, description="first N images of those splits (sorted by id); null = all")
+    out: str = Field("data/features", description="one folder per feature set: shards + index.parquet")
+    reports: str = "reports/features"
     layer: Literal["fc6", "pool5"] = "fc6"
-    scales: tuple[float, ...] = (1.0, 0.75, 0.5)
+    sampling: Literal["dense", "random"] = Field("dense", description="discovery needs the dense grid")
+    scales: tuple[float, ...] = Field((1.0, 0.75), min_length=1)
     stride_fraction: float = Field(0.5, gt=0, le=1)
+    patches_per_image: int = Field(64, ge=1, description="random sampling: patches per image")
+    baselines: tuple[Literal["random_init", "raw_pixels"], ...] = ("random_init", "raw_pixels")
+    raw_pixels_side: int = Field(8, ge=1, le=64, description="raw-pixel features: patch downsampled to side x side x 3")
     float16: bool = True
+    batch_size: int = Field(512, ge=1)
+    images_per_chunk: int = Field(32, ge=1, description="images decoded and held in memory at once")
+    shard_rows: int = Field(32768, ge=1, description="feature rows per shard file")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA and CPU; turn off on a CPU without AMX/AVX512-BF16, where it is slower")
+    seed: int = Field(0, ge=0, description="random sampling and the random-init encoder")
+    nn_queries: int = Field(6, ge=1, description="query patches in the neighbours montage")
+    nn_k: int = Field(6, ge=1, description="neighbours shown per query")
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> "FeaturesConfig":
+        bad = [s for s in self.scales if not 0 < s <= 4]
+        if bad:
+            raise ValueError(f"scales must lie in (0, 4] (got {bad[0]:g})")
+        return self
 
 
 class DiscoveryConfig(_Section):
-    constellations: int = Field(2000, ge=1)
-    top_k: int = Field(20, ge=1)
-    max_residual: float = Field(0.25, gt=0)
+    """``ctx discover``: objects found by matching constellations of 2x2 patches.
+
+    ``max_residual`` is the RMS misfit of the matched centres after the
+    least-squares scale+translation fit, as a share of the fitted square's side;
+    ``max_scale_ratio`` bounds matched patch size over fitted query size (either way).
+    """
+
+    out: str = Field("data/discovery", description="clusters tables; features are read from features.out")
+    reports: str = "reports/discovery"
+    constellations: int = Field(600, ge=1)
+    top_k: int = Field(20, ge=1, description="candidate images per constellation (paper: 100)")
+    max_residual: float = Field(0.2, gt=0, description="a 2:1 rectangle fits a square with residual 0.24")
     max_scale_ratio: float = Field(1.5, ge=1)
+    min_members: int = Field(3, ge=1, description="verified matches a constellation needs to become a cluster")
+    merge_distance: float = Field(0.7, ge=0, le=1, description="Jaccard distance of member images below which clusters merge")
+    coverage_at: float = Field(0.25, gt=0, le=1, description="coverage at which purity is reported")
+    montage_clusters: int = Field(8, ge=1)
+    montage_members: int = Field(8, ge=1)
+    query_block: int = Field(128, ge=1, description="constellations matched per pass over the shards")
+    seed: int = Field(0, ge=0)
 
 
 class DetectionConfig(_Section):
+    """Faster R-CNN fine-tuning on VOC-style data, one run per encoder init.
+
+    Every init gets the same budget (steps, batch, lr, schedule, seed) so the
+    comparison is fair. Sizes are in pixels of the stored images.
+    """
+
     inits: tuple[Literal["context", "scratch", "context_rescaled"], ...] = (
         "context",
         "scratch",
         "context_rescaled",
     )
+    input: str = Field("data/raw_images", description="ingest store or VOC root with trainval/test splits")
+    train_split: str = Field("trainval", min_length=1)
+    test_split: str = Field("test", min_length=1)
+    encoder: str = Field("models/context/encoder.pt", min_length=1,
+                         description="encoder.pt path, models:/name@alias or models:/name/version")
+    out: str = Field("models/detection", description="<init>/detector.pt, checkpoints/ and results/")
+    reports: str = Field("reports/detection", description="inits/<init>/ metrics and PR curves; the AP table")
+    registered_model: str = Field("ctx-detector", min_length=1, description="MLflow registry name")
+    min_size: int = Field(144, ge=16, le=4096, description="test-time shorter side, px")
+    max_size: int = Field(256, ge=16, le=8192, description="cap on the longer side, px")
+    scale_jitter: tuple[float, float] = Field((0.75, 1.25), description="training shorter side range, x min_size")
+    hflip: bool = True
+    train_difficult: bool = Field(False, description="train on difficult objects too (they never count in AP)")
+    anchor_sizes: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1, description="anchor sides, px")
+    aspect_ratios: tuple[float, ...] = Field((0.5, 1.0, 2.0), min_length=1)
+    fpn: bool = False
+    roi_size: int = Field(7, ge=1, le=32, description="RoIAlign output side")
+    head_dim: int = Field(256, ge=8, description="width of the two fc layers of the box head")
+    rpn_proposals: int = Field(300, ge=2, description="proposals kept per image after NMS in training")
+    rois_per_image: int = Field(128, ge=1, description="sampled RoIs per image for the box head loss")
+    score_threshold: float = Field(0.01, ge=0, lt=1, description="detections below are not kept")
+    detections_per_image: int = Field(100, ge=1)
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.02, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    lr_decay_at: tuple[float, ...] = Field((0.67, 0.89), description="fractions of steps where lr drops x0.1")
+    calibration_images: int = Field(16, ge=1, description="trainval images for input statistics and rescaling")
+    rescale_iterations: int = Field(10, ge=0)
+    rescale_damping: float = Field(0.5, gt=0, le=1)
     metric: Literal["voc07", "area"] = "voc07"
+    log_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DetectionConfig":
+        lo, hi = self.scale_jitter
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_jitter ({lo}, {hi}) must satisfy 0 < low <= high")
+        if any(not 0 < f < 1 for f in self.lr_decay_at):
+            raise ValueError(f"lr_decay_at {list(self.lr_decay_at)}: every fraction must be in (0, 1)")
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
+        return self
 
 
 class TrackingConfig(_Section):

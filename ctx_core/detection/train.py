@@ -1,0 +1,210 @@
+"""The detector's training loop and inference, in the shape of torchvision's
+``references/detection`` (``train_one_epoch`` / ``evaluate``), step-based.
+
+SGD with momentum, linear warm-up then x0.1 steps; bf16 autocast on CUDA;
+checkpoints ``{model, optimizer, scheduler, step, config}`` written
+atomically every ``checkpoint_every`` steps; the global torch RNG (scale
+jitter, RPN/RoI sampling) is reseeded from ``(seed, step)`` each step, so a
+resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ctx_core.config import DetectionConfig
+from ctx_core.detection.data import TrainingSet, load_image, torchvision_to_voc
+from ctx_core.detection.evaluate import ClassDetections
+from ctx_core.detection.voc import ImageRecord
+from ctx_core.errors import UserError
+
+# Settings that may change between a checkpoint and its resumption.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "amp", "inits", "reports", "registered_model"}
+KEEP_CHECKPOINTS = 2
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable or from other settings."""
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the message names the step and the learning rate."""
+
+
+def pick_device(cfg: DetectionConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("detection.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, cfg: DetectionConfig) -> float:
+    """Linear warm-up from 1/1000 over ``warmup_steps``, then x0.1 at each ``lr_decay_at`` fraction of ``steps``."""
+    if step < cfg.warmup_steps:
+        return 1e-3 + (1 - 1e-3) * step / cfg.warmup_steps
+    return 0.1 ** sum(step >= f * cfg.steps for f in cfg.lr_decay_at)
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:07d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
+
+
+def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, scheduler, config: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "config": config}
+    path = checkpoint_path(folder, step)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
+    for old in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(folder: Path, config: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The newest checkpoint in ``folder``, checked against ``config`` (settings, init, encoder, classes)."""
+    found = list_checkpoints(folder)
+    if not found:
+        raise CheckpointError(f"--resume: no checkpoint (step-*.pt) in {folder}; run without --resume to start fresh")
+    path = found[-1]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(state["step"])
+    except Exception as exc:  # torch raises several types for damaged files
+        raise CheckpointError(f"--resume: checkpoint {path} is corrupt ({type(exc).__name__}); delete it to resume from an older one") from None
+    saved = state["config"]
+    differing = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in differing)
+        raise CheckpointError(f"--resume: checkpoint {path.name} was trained with other settings ({detail}); "
+                              f"restore them or start without --resume")
+    if step >= steps:
+        raise CheckpointError(f"--resume: checkpoint {path.name} is at step {step}, already >= detection.steps = {steps}")
+    return state
+
+
+@dataclass
+class TrainResult:
+    start_step: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(self.steps - self.start_step, 1)
+
+
+def train_detector(
+    model: nn.Module,
+    data: TrainingSet,
+    cfg: DetectionConfig,
+    checkpoints: Path,
+    config: dict[str, Any],
+    resume: bool = False,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    desc: str = "finetune",
+) -> TrainResult:
+    """Train ``model`` (a torchvision detector, already initialised) for ``cfg.steps`` steps.
+
+    ``config``: what a checkpoint must match to be resumed. ``stop_after``:
+    return after this many steps of this call (a planned interruption).
+    ``on_log(step, metrics)`` every ``cfg.log_every`` steps with the mean losses.
+    """
+    device = pick_device(cfg)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    start = 0
+    if resume:
+        state = load_checkpoint(checkpoints, config, cfg.steps)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+    amp = cfg.amp and device.type == "cuda"
+    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    result = TrainResult(start_step=start, steps=stop)
+    model.train()
+    bar = tqdm(total=stop - start, desc=desc, unit="step", disable=True if progress is False else None)
+    window: dict[str, float] = {}
+    count = 0
+    t0 = time.perf_counter()
+    for step in range(start, stop):
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        images, targets = data.batch(step)
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = model(images, targets)
+        loss = sum(v.float() for v in losses.values())
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"fine-tuning loss became {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                                f"lower detection.lr or raise detection.warmup_steps")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        for k, v in {"loss": loss, **losses}.items():
+            window[k] = window.get(k, 0.0) + float(v.detach())
+        count += 1
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == stop:
+            metrics = {k: v / count for k, v in window.items()}
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            metrics["seconds_per_step"] = (time.perf_counter() - t0) / (done - start)
+            result.history.append({"step": float(done), **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            if on_log:
+                on_log(done, metrics)
+            window, count = {}, 0
+        if done % cfg.checkpoint_every == 0 or done == stop:
+            save_checkpoint(checkpoints, done, model, optimizer, scheduler, config)
+    bar.close()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, records: Sequence[ImageRecord], classes: Sequence[str], cfg: DetectionConfig,
+            batch_size: int = 8, progress: bool | None = None) -> dict[str, ClassDetections]:
+    """Detections of ``model`` on ``records`` per class, boxes in VOC pixels of the stored images."""
+    device = pick_device(cfg)
+    model.to(device).eval()
+    amp = cfg.amp and device.type == "cuda"
+    per_class: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in classes}
+    for start in tqdm(range(0, len(records), batch_size), desc="detect", unit="batch",
+                      disable=True if progress is False else None):
+        chunk = records[start:start + batch_size]
+        images = [load_image(r).to(device) for r in chunk]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = model(images)
+        for rec, out in zip(chunk, outputs):
+            boxes = torchvision_to_voc(out["boxes"].float())
+            for label, score, box in zip(out["labels"].tolist(), out["scores"].float().tolist(), boxes):
+                ids, scores, bxs = per_class[classes[label - 1]]
+                ids.append(rec.image_id)
+                scores.append(score)
+                bxs.append(box)
+    return {c: ClassDetections(np.array(ids, dtype=object), np.array(scores, dtype=np.float64),
+                               np.array(bxs, dtype=np.float64).reshape(-1, 4))
+            for c, (ids, scores, bxs) in per_class.items()}

@@ -1,0 +1,2 @@
+"""Patch features from a pretrained encoder: extraction to sharded files and
+normalised-correlation nearest neighbours."""

@@ -1,0 +1,131 @@
+"""Fine-tuning: it learns, resumes exactly, logs one MLflow run per init with a
+registered detector, writes the AP table, and refuses an encoder that does not fit."""
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from ctx_core.config import DetectionConfig, load_params
+from ctx_core.detection.data import TrainingSet
+from ctx_core.detection.io import load_detector
+from ctx_core.detection.model import build_detector, he_init
+from ctx_core.detection.run import EncoderMismatch, load_tower, run_detection_table, run_finetune
+from ctx_core.detection.train import train_detector
+from ctx_core.detection.voc import read_detection_split
+from ctx_core.models.io import EncoderFileError, save_encoder
+from ctx_core.models.towers import build_tower
+from tests.detection.conftest import detection_params
+
+TINY = DetectionConfig(min_size=96, max_size=128, scale_jitter=(1.0, 1.0), head_dim=32, rpn_proposals=64,
+                       rois_per_image=32, lr=0.01, warmup_steps=2, lr_decay_at=(0.9,), log_every=1, checkpoint_every=2,
+                       device="cpu")
+
+
+def tiny_model(classes):
+    torch.manual_seed(0)
+    model = build_detector(build_tower("compact", 32), TINY, len(classes), [0.5] * 3, [0.25] * 3)
+    he_init(model.backbone.trunk, seed=0)
+    return model
+
+
+def test_short_finetune_lowers_the_loss(voc_root, tmp_path):
+    split = read_detection_split(voc_root, "trainval")
+    data = TrainingSet(split.images[:2], split.classes, batch_size=2, seed=0, flip=False)
+    model = tiny_model(split.classes)
+
+    def loss_on_the_batch():  # the same images, proposals and RoI samples before and after
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return float(sum(model(*data.batch(0)).values()))
+
+    before = loss_on_the_batch()
+    result = train_detector(model, data, TINY.model_copy(update={"steps": 16}), tmp_path / "ck", {}, progress=False)
+    assert len(result.history) == 16 and torch.isfinite(torch.tensor([h["loss"] for h in result.history])).all()
+    assert loss_on_the_batch() < 0.85 * before
+
+
+def test_resume_continues_exactly(voc_root, tmp_path):
+    split = read_detection_split(voc_root, "trainval")
+    data = TrainingSet(split.images, split.classes, batch_size=2, seed=0)
+    cfg = TINY.model_copy(update={"steps": 4})
+    whole = tiny_model(split.classes)
+    train_detector(whole, data, cfg, tmp_path / "a", {"init": "x"}, progress=False)
+    part = tiny_model(split.classes)
+    train_detector(part, data, cfg, tmp_path / "b", {"init": "x"}, progress=False, stop_after=2)
+    resumed = tiny_model(split.classes)
+    result = train_detector(resumed, data, cfg, tmp_path / "b", {"init": "x"}, resume=True, progress=False)
+    assert result.start_step == 2 and result.steps == 4
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(Exception, match="trained with other settings.*init: 'x' -> 'y'"):
+        train_detector(tiny_model(split.classes), data, cfg.model_copy(update={"steps": 6}), tmp_path / "b",
+                       {"init": "y"}, resume=True, progress=False)
+
+
+def test_finetune_logs_registers_and_tabulates(voc_root, encoder_file, tmp_path):
+    params = detection_params(tmp_path, voc_root, encoder_file, steps=2, min_size=96, max_size=128)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    settings = load_params(params, ["tracking.enabled=true", f"tracking.uri={uri}",
+                                    f"tracking.artifacts={tmp_path / 'artifacts'}"])
+    results = {init: run_finetune(settings, init, progress=False) for init in ("context", "context_rescaled")}
+    client = mlflow.MlflowClient(uri)
+    for init, result in results.items():
+        run = client.get_run(result.mlflow_run_id)
+        assert run.data.tags["init"] == init and run.data.tags["stage"] == "finetune"
+        assert run.data.tags["mlflow.runName"] == f"finetune-{init}"
+        assert run.data.tags["data_version"] == result.data_version and result.data_version.endswith(".dir")
+        assert run.data.metrics["mAP"] == pytest.approx(result.mean_ap)
+        assert {f"AP_{c}" for c in result.ap} <= set(run.data.metrics)
+        version = client.get_model_version("ctx-detector", result.registered_version)
+        assert version.run_id == run.info.run_id
+        assert version.tags["init"] == init and version.tags["encoder_version"].startswith("file:")
+        assert version.tags["data_version"] == result.data_version
+        assert float(version.tags["mAP"]) == pytest.approx(result.mean_ap, abs=1e-4)
+        artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "detection")}
+        assert {"detection/metrics.json", "detection/pr_curves.png"} <= artifacts
+        assert {f.path for f in client.list_artifacts(run.info.run_id, "detector")} == {"detector/detector.pt"}
+    assert [v.version for v in client.search_model_versions("name='ctx-detector'")] != []
+
+    result = results["context"]
+    blob = torch.load(result.detector, weights_only=True)
+    assert blob["classes"] == list(read_detection_split(voc_root, "trainval").classes)
+    model, meta = load_detector(result.detector)
+    assert meta["meta"]["init"] == "context" and not model.training
+    names = {p.name for p in result.results_dir.iterdir()}
+    assert {f"comp4_det_test_{c}.txt" for c in result.ap} <= names
+    metrics = json.loads(result.reports["metrics"].read_text())
+    assert metrics["mAP"] == pytest.approx(result.mean_ap) and metrics["steps"] == 2
+
+    table = run_detection_table(settings)
+    assert list(table.rows) == ["context", "context_rescaled"] and table.missing == ["scratch"]
+    md = table.markdown.read_text().splitlines()
+    assert md[2].startswith("| init | ") and md[2].endswith("| mAP |")
+    assert md[4].startswith("| context | ") and len(md[4].split("|")) == len(md[2].split("|"))
+    assert table.csv.read_text().splitlines()[0] == ",".join(["init", *table.classes, "mAP"])
+
+
+def test_incompatible_encoders_are_refused(voc_root, tmp_path):
+    resnet = save_encoder(tmp_path / "resnet.pt", build_tower("resnet18", 64))
+    params = detection_params(tmp_path, voc_root, resnet)
+    with pytest.raises(EncoderFileError, match="holds a 'resnet18' tower.*asks for 'compact'"):
+        load_tower(load_params(params), "context", None)
+    wide = build_tower("compact", 32)
+    blob_path = save_encoder(tmp_path / "odd.pt", wide)
+    blob = torch.load(blob_path, weights_only=True)
+    blob["state_dict"]["trunk.0.weight"] = torch.zeros(8, 3, 5, 5)
+    torch.save(blob, blob_path)
+    with pytest.raises(EncoderMismatch, match=r"odd.pt does not fit the 'compact' backbone.*trunk.0.weight"):
+        load_tower(load_params(params), "context", str(blob_path))
+    tower, version, chroma = load_tower(load_params(params), "scratch", None)
+    assert tower.arch == "compact" and version == "none" and chroma == "none"
+
+
+def test_cli_missing_encoder_is_one_line(voc_root, tmp_path):
+    params = detection_params(tmp_path, voc_root, tmp_path / "nope.pt")
+    proc = subprocess.run([sys.executable, "-m", "ctx_core.cli", "finetune", "--params", str(params), "--init", "context"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope.pt does not exist" in proc.stderr
