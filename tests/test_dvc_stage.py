@@ -43,7 +43,7 @@ def test_dvc_repro_synth_stage(project_copy):
     runs = client.search_runs([client.get_experiment_by_name("ctx-pipeline").experiment_id])
     assert [r.data.tags["data_version"] for r in runs] == [data_version]
 
-    assert "up to date" in sh(repo, "dvc", "status")
+    assert "up to date" in sh(repo, "dvc", "status", "synth")
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     flat = json.dumps(metrics)
     assert '"images": 16' in flat
@@ -51,4 +51,4 @@ def test_dvc_repro_synth_stage(project_copy):
     sh(repo, "dvc", "repro", "synth", "--dry")
     smoke["data"]["synth"]["seed"] = 9
     (repo / "params.yaml").write_text(yaml.safe_dump(smoke))
-    assert "modified:           data.synth" in sh(repo, "dvc", "status")
+    assert "modified:           data.synth" in sh(repo, "dvc", "status", "synth")
