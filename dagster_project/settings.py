@@ -17,6 +17,9 @@ from ctx_core.config import Settings, load_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Kubernetes: one GPU for the run pod when a training asset runs under the K8sRunLauncher.
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+
 
 def params_file() -> Path:
     return Path(os.environ.get("CTX_PARAMS", PROJECT_ROOT / "params.yaml")).resolve()

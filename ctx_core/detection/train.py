@@ -10,7 +10,6 @@ resumed run continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ctx_core.checkpoints import list_checkpoints, write_checkpoint
 from ctx_core.config import DetectionConfig
 from ctx_core.detection.data import TrainingSet, load_image, torchvision_to_voc
 from ctx_core.detection.evaluate import ClassDetections
@@ -29,7 +29,6 @@ from ctx_core.errors import UserError
 
 # Settings that may change between a checkpoint and its resumption.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "amp", "inits", "reports", "registered_model"}
-KEEP_CHECKPOINTS = 2
 
 
 class CheckpointError(UserError):
@@ -55,25 +54,9 @@ def lr_factor(step: int, cfg: DetectionConfig) -> float:
     return 0.1 ** sum(step >= f * cfg.steps for f in cfg.lr_decay_at)
 
 
-def checkpoint_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:07d}.pt"
-
-
-def list_checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
-
-
 def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, scheduler, config: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "config": config}
-    path = checkpoint_path(folder, step)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
-    for old in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
-        old.unlink()
-    return path
+    return write_checkpoint(folder, step, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "scheduler": scheduler.state_dict(), "config": config})
 
 
 def load_checkpoint(folder: Path, config: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ctx_core.checkpoints import list_checkpoints, write_checkpoint
 from ctx_core.config import PretrainConfig
 from ctx_core.errors import UserError
 from ctx_core.models.siamese import ContextPredictionNet
@@ -29,7 +30,6 @@ from ctx_core.pretext.data import PairSampler, pair_loader
 
 # Settings that may change between a checkpoint and its resumption.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "compile", "workers", "eval_pairs", "amp"}
-KEEP_CHECKPOINTS = 2
 
 
 class CheckpointError(UserError):
@@ -90,17 +90,8 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
 
 # ---------------------------------------------------------------- checkpoints
 
-def checkpoint_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:07d}.pt"
-
-
-def list_checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
-
-
 def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, cfg: PretrainConfig) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
+    return write_checkpoint(folder, step, {
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -112,14 +103,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, cfg: P
             "numpy_pos": int(np.random.get_state()[2]),
         },
         "config": cfg.model_dump(mode="json"),
-    }
-    path = checkpoint_path(folder, step)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
-    for old in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
-        old.unlink()
-    return path
+    })
 
 
 def load_checkpoint(folder: Path, cfg: PretrainConfig) -> dict[str, Any]:

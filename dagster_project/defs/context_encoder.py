@@ -12,13 +12,11 @@ from ctx_core.pretext.run import run_pretrain
 from ctx_core.tracking import tracking_uri
 from dagster_project.defs.raw_images import raw_images
 from dagster_project.defs.resources import MlflowTracking
-from dagster_project.settings import default_params, inline_png, params_file
+from dagster_project.settings import GPU_TAGS, default_params, inline_png, params_file
 
 _PRE = default_params().params.pretrain
 CHANCE = 0.125
 
-# Kubernetes: one GPU for the run pod when this asset runs under the K8sRunLauncher.
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 class PretrainRunConfig(dg.Config):

@@ -12,13 +12,11 @@ from ctx_core.detection.run import run_detection_table, run_finetune
 from ctx_core.errors import UserError
 from ctx_core.tracking import tracking_uri
 from dagster_project.defs.resources import MlflowTracking
-from dagster_project.settings import default_params, inline_png, params_file
+from dagster_project.settings import GPU_TAGS, default_params, inline_png, params_file
 
 _DET = default_params().params.detection
 INITS = dg.StaticPartitionsDefinition(list(_DET.inits))
 
-# Kubernetes: one GPU for the run pod when this asset runs under the K8sRunLauncher.
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 class FinetuneRunConfig(dg.Config):

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import yaml
 
 from dagster_project.defs.detection import FinetuneRunConfig, detection_table, detector
 from tests.conftest import ROOT
@@ -21,7 +22,9 @@ def test_detector_asset_wiring():
 
 def test_launchpad_defaults_and_code_location():
     fields = detector.op.config_schema.config_type.fields
-    assert fields["steps"].default_value == 1500 and fields["encoder"].default_value == "models/context/encoder.pt"
+    detection = yaml.safe_load((ROOT / "params.yaml").read_text())["detection"]
+    assert fields["steps"].default_value == detection["steps"]
+    assert fields["encoder"].default_value == detection["encoder"]
     assert FinetuneRunConfig().resume is False
     graph = dg.load_from_defs_folder(path_within_project=ROOT).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
