@@ -32,7 +32,8 @@ def boxes_montage(
         draw = ImageDraw.Draw(thumb)
         for name, (x0, y0, x1, y1), difficult in objects:
             color = PALETTE[class_names.index(name) % len(PALETTE)] if name in class_names else (255, 255, 255)
-            box = [x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1]
+            # end-exclusive -> inclusive; a box thinner than a pixel after scaling stays one pixel
+            box = [x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1), max(y0 * scale, y1 * scale - 1)]
             draw.rectangle(box, outline=color, width=1 if difficult else 2)
             draw.text((box[0] + 2, box[1] + 1), name, fill=color)
         sheet.paste(thumb, ((k % cols) * tile, (k // cols) * tile))
