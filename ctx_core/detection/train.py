@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ctx_core.checkpoints import list_checkpoints, write_checkpoint
+from ctx_core.checkpoints import read_checkpoint, write_checkpoint
 from ctx_core.config import DetectionConfig
 from ctx_core.detection.data import TrainingSet, load_image, torchvision_to_voc
 from ctx_core.detection.evaluate import ClassDetections
@@ -29,10 +29,6 @@ from ctx_core.errors import UserError
 
 # Settings that may change between a checkpoint and its resumption.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "amp", "inits", "reports", "registered_model"}
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable or from other settings."""
 
 
 class NonFiniteLoss(UserError):
@@ -61,24 +57,7 @@ def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, schedu
 
 def load_checkpoint(folder: Path, config: dict[str, Any], steps: int) -> dict[str, Any]:
     """The newest checkpoint in ``folder``, checked against ``config`` (settings, init, encoder, classes)."""
-    found = list_checkpoints(folder)
-    if not found:
-        raise CheckpointError(f"--resume: no checkpoint (step-*.pt) in {folder}; run without --resume to start fresh")
-    path = found[-1]
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        step = int(state["step"])
-    except Exception as exc:  # torch raises several types for damaged files
-        raise CheckpointError(f"--resume: checkpoint {path} is corrupt ({type(exc).__name__}); delete it to resume from an older one") from None
-    saved = state["config"]
-    differing = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
-    if differing:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in differing)
-        raise CheckpointError(f"--resume: checkpoint {path.name} was trained with other settings ({detail}); "
-                              f"restore them or start without --resume")
-    if step >= steps:
-        raise CheckpointError(f"--resume: checkpoint {path.name} is at step {step}, already >= detection.steps = {steps}")
-    return state
+    return read_checkpoint(folder, config, RESUMABLE_CHANGES, steps, "detection")
 
 
 @dataclass

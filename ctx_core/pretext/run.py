@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ctx_core.config import Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash

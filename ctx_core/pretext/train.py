@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ctx_core.checkpoints import list_checkpoints, write_checkpoint
+from ctx_core.checkpoints import list_checkpoints, read_checkpoint, write_checkpoint
 from ctx_core.config import PretrainConfig
 from ctx_core.errors import UserError
 from ctx_core.models.siamese import ContextPredictionNet
@@ -30,10 +30,6 @@ from ctx_core.pretext.data import PairSampler, pair_loader
 
 # Settings that may change between a checkpoint and its resumption.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "compile", "workers", "eval_pairs", "amp"}
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable or from another configuration."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -108,25 +104,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, cfg: P
 
 def load_checkpoint(folder: Path, cfg: PretrainConfig) -> dict[str, Any]:
     """The newest checkpoint in ``folder``, validated against ``cfg``."""
-    found = list_checkpoints(folder)
-    if not found:
-        raise CheckpointError(f"--resume: no checkpoint (step-*.pt) in {folder}; run without --resume to start fresh")
-    path = found[-1]
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        step = int(state["step"])
-    except Exception as exc:
-        older = f"; the older {found[-2].name} is kept: delete {path.name} to resume from it" if len(found) > 1 else ""
-        raise CheckpointError(f"--resume: checkpoint {path} is corrupt ({type(exc).__name__}){older}") from None
-    saved, now = state["config"], cfg.model_dump(mode="json")
-    differing = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if differing:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
-        raise CheckpointError(f"--resume: checkpoint {path.name} was trained with other settings ({detail}); "
-                              f"restore them or start without --resume")
-    if step >= cfg.steps:
-        raise CheckpointError(f"--resume: checkpoint {path.name} is at step {step}, already >= pretrain.steps = {cfg.steps}")
-    return state
+    return read_checkpoint(folder, cfg.model_dump(mode="json"), RESUMABLE_CHANGES, cfg.steps, "pretrain")
 
 
 # ---------------------------------------------------------------- training

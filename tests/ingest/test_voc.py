@@ -109,7 +109,7 @@ def make_voc2007(top: Path) -> Path:
 
 
 def test_voc2007_layout_splits_boxes_and_reports(tmp_path):
-    root = make_voc2007(tmp_path / "download")
+    make_voc2007(tmp_path / "download")
     result = run_ingest(ingest_settings(tmp_path, tmp_path / "download", min_pixels=30000, max_pixels=40000),
                         progress=False)
     store = result.store

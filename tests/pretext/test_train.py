@@ -8,7 +8,8 @@ import torch
 from ctx_core.config import PretrainConfig
 from ctx_core.pretext import train as train_mod
 from ctx_core.pretext.data import PairSampler, pair_loader, usable_images
-from ctx_core.pretext.train import CheckpointError, NonFiniteLoss, lr_factor, train
+from ctx_core.checkpoints import CheckpointError
+from ctx_core.pretext.train import NonFiniteLoss, lr_factor, train
 
 
 def images(root: Path):
