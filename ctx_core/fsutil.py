@@ -61,12 +61,10 @@ def atomic_output_dir(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in chunks (``hashlib.file_digest``)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def dvc_dir_hash(root: Path) -> str:
@@ -77,7 +75,7 @@ def dvc_dir_hash(root: Path) -> str:
     version that ``dvc.lock`` will hold, whichever front door ran it.
     """
     entries = [
-        {"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()}
+        {"md5": file_digest(p), "relpath": p.relative_to(root).as_posix()}
         for p in root.rglob("*")
         if p.is_file()
     ]

@@ -9,7 +9,6 @@ is copied byte for byte, so re-ingesting a JPEG dataset loses nothing.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ctx_core.fsutil import file_digest
 from ctx_core.ingest import quarantine as q
 from ctx_core.ingest.quarantine import Rejected
 
@@ -59,12 +59,8 @@ class Normalised:
     copied: bool
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def target_size(width: int, height: int, sha256: str, min_pixels: int, max_pixels: int, min_side: int) -> tuple[int, int] | None:
