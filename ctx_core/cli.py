@@ -32,13 +32,15 @@ def settings_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> S
 
 def _stage_registrars() -> list[Callable]:
     """Each stage module's ``register(subparsers, common_args)``; one line per stage."""
+    from ctx_core import compare_cli
     from ctx_core.detection import cli as detection_cli
     from ctx_core.discovery import cli as discovery_cli
     from ctx_core.ingest import cli as ingest_cli
     from ctx_core.pretext import cli as pretext_cli
     from ctx_core.synth import cli as synth_cli
 
-    return [synth_cli.register, ingest_cli.register, pretext_cli.register, discovery_cli.register, detection_cli.register]
+    return [synth_cli.register, ingest_cli.register, pretext_cli.register, discovery_cli.register, detection_cli.register,
+            compare_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

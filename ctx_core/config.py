@@ -283,6 +283,22 @@ class DetectionConfig(_Section):
         return self
 
 
+class CompareConfig(_Section):
+    """The registry comparison of detector versions (``ctx compare``).
+
+    A version is eligible for ``alias`` when its run finished, its mAP is
+    finite, its encoder (when it has one in the registry) beats chance on the
+    pretext task, and, with ``same_data_only``, it was scored on the data
+    version the store holds now (mAPs on other test sets do not compare).
+    """
+
+    reports: str = Field("reports/compare", description="comparison.md, comparison.csv, comparison.png")
+    alias: str = Field("champion", min_length=1, description="detector alias moved to the best eligible version")
+    encoder_alias: str | None = Field("champion", description="encoder alias moved to the champion's encoder; null: leave it")
+    same_data_only: bool = True
+    max_versions: int = Field(200, ge=1, description="newest versions compared")
+
+
 class TrackingConfig(_Section):
     """MLflow. ``uri`` null means a SQLite store beside params.yaml;
     the ``MLFLOW_TRACKING_URI`` environment variable wins over both."""
@@ -307,6 +323,7 @@ class Params(_Section):
     features: FeaturesConfig = FeaturesConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     detection: DetectionConfig = DetectionConfig()
+    compare: CompareConfig = CompareConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
 

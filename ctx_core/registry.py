@@ -41,6 +41,23 @@ def register_version(client, name: str, run_id: str, artifact_dir: str, tags: di
     )
 
 
+def download(artifact_uri: str, dst: str, tracking_uri: str) -> Path:
+    """Download one artifact without MLflow's progress bar (noise in logs and CLI output)."""
+    import os
+
+    import mlflow
+
+    key, old = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ[key] = "false"
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst, tracking_uri=tracking_uri))
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def _model_version(client, ref: str):
     from mlflow.exceptions import MlflowException
 
@@ -67,8 +84,6 @@ def load_encoder_ref(ref: str, tracking_uri: str, arch: str | None = None) -> tu
     client = mlflow.MlflowClient(tracking_uri)
     version = _model_version(client, ref)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{version.source.rstrip('/')}/{ENCODER_FILE}", dst_path=tmp, tracking_uri=tracking_uri
-        )
-        tower, meta = load_encoder(Path(local), arch=arch)
+        local = download(f"{version.source.rstrip('/')}/{ENCODER_FILE}", tmp, tracking_uri)
+        tower, meta = load_encoder(local, arch=arch)
     return tower, {**meta, "registry_version": str(version.version), "registry_name": version.name}

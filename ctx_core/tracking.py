@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ctx_core.config import Settings
+from ctx_core.errors import UserError
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -24,6 +25,29 @@ def tracking_uri(settings: Settings) -> str:
     if settings.params.tracking.uri:
         return settings.params.tracking.uri
     return f"sqlite:///{settings.path('mlruns.db')}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any work, when ``uri`` is an MLflow server that does not answer.
+
+    MLflow's client retries a dead server for minutes; a stage should instead
+    say at once which server it could not reach and how to proceed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (an auth proxy may refuse /health): reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it (mlflow server ...), "
+            "point MLFLOW_TRACKING_URI / tracking.uri at a running one, or set tracking.enabled: false"
+        ) from None
 
 
 def git_commit(root: Path) -> str:
@@ -83,6 +107,7 @@ def stage_run(settings: Settings, stage: str, extra_tags: dict[str, str] | None 
     import mlflow
 
     uri = tracking_uri(settings)
+    check_reachable(uri)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore the
     # user's value afterwards so the next stage (in this process) resolves its
     # own store instead of inheriting ours.

@@ -59,3 +59,11 @@ def synth_root(tmp_path_factory) -> Path:
     params = write_params(tmp / "p", data={"synth": {"out": str(tmp / "voc"), "reports": str(tmp / "r"), "images": 40}})
     run_synth(load_params(params), progress=False)
     return tmp / "voc"
+
+
+def dagster_resources(**overrides) -> dict:
+    """The code location's resources with their defaults, some replaced by ``overrides``."""
+    from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking, ObjectStorage
+
+    return {"mlflow": MlflowTracking(), "storage": ObjectStorage(), "compute": ComputeDevice(), "dvc": DvcLock(),
+            **overrides}

@@ -6,27 +6,27 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from ctx_core.config import load_params
-from ctx_core.errors import UserError
+from ctx_core.checks import encoder_problem, chance_threshold, CHANCE
+from ctx_core.config import PretrainConfig
 from ctx_core.pretext.run import run_pretrain
-from ctx_core.tracking import tracking_uri
 from dagster_project.defs.raw_images import raw_images
-from dagster_project.defs.resources import MlflowTracking
-from dagster_project.settings import GPU_TAGS, default_params, inline_png, params_file
+from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
+from dagster_project.settings import GPU_TAGS, default_params, inline_png
+from dagster_project.stage import choices, finish, require_upstream, stage_settings, user_errors
 
 _PRE = default_params().params.pretrain
-CHANCE = 0.125
-
+Arch = choices("Arch", PretrainConfig, "arch")
+Chroma = choices("Chroma", PretrainConfig, "chroma")
 
 
 class PretrainRunConfig(dg.Config):
     """Launchpad settings; defaults are params.yaml's ``pretrain``."""
 
-    arch: str = Field(default=_PRE.arch, description="compact | paper | resnet18")
+    arch: Arch = Field(default=Arch[_PRE.arch], description="compact | paper | resnet18")
     steps: int = Field(default=_PRE.steps, description="training steps")
     batch_size: int = Field(default=_PRE.batch_size, description="pairs per step (all processes)")
     lr: float = Field(default=_PRE.lr)
-    chroma: str = Field(default=_PRE.chroma, description="projection | color_dropping | grayscale | none")
+    chroma: Chroma = Field(default=Chroma[_PRE.chroma], description="chromatic-aberration handling")
     resume: bool = Field(default=False, description="continue from the newest checkpoint")
     overrides: list[str] = Field(default=[], description="extra section.key=value settings")
 
@@ -39,22 +39,20 @@ class PretrainRunConfig(dg.Config):
     op_tags=GPU_TAGS,
     description="Encoder trained to predict the relative position of two patches (ctx pretrain).",
 )
-def context_encoder(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflow: MlflowTracking) -> dg.MaterializeResult:
-    overrides = [
-        f"pretrain.arch={config.arch}",
+def context_encoder(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflow: MlflowTracking,
+                    compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
+    settings = stage_settings([
+        f"pretrain.arch={config.arch.value}",
         f"pretrain.steps={config.steps}",
         f"pretrain.batch_size={config.batch_size}",
         f"pretrain.lr={config.lr}",
-        f"pretrain.chroma={config.chroma}",
+        f"pretrain.chroma={config.chroma.value}",
         *config.overrides,
-        *mlflow.overrides(),
-    ]
-    try:
-        settings = load_params(params_file(), overrides)
+    ], mlflow, compute)
+    require_upstream(settings.path(settings.params.pretrain.input), "raw_images", "the image store")
+    with user_errors():
         result = run_pretrain(settings, resume=config.resume, extra_tags={"dagster_run_id": context.run.run_id},
                               progress=False)
-    except UserError as exc:
-        raise dg.Failure(description=str(exc)) from None
     metadata = {
         "encoder": dg.MetadataValue.path(str(result.encoder)),
         "reports": dg.MetadataValue.path(str(result.reports["metrics"].parent)),
@@ -67,15 +65,11 @@ def context_encoder(context: dg.AssetExecutionContext, config: PretrainRunConfig
         "skipped_images": result.skipped_images,
         "data_version": result.data_version,
         "registered_version": result.registered_version or "tracking off",
-        "mlflow_run_id": result.mlflow_run_id or "tracking off",
         "curves": dg.MetadataValue.md(inline_png(result.reports["curves"])),
         "confusion": dg.MetadataValue.md(inline_png(result.reports["confusion"])),
         "pairs": dg.MetadataValue.md(inline_png(result.reports["pairs"])),
     }
-    url = mlflow.run_url(result.mlflow_run_id, tracking_uri(settings))
-    if url:
-        metadata["mlflow_run"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=metadata)
+    return finish(context, settings, "pretrain", result.mlflow_run_id, mlflow, dvc, metadata)
 
 
 @dg.asset_check(asset=context_encoder, blocking=True, description="held-out pretext accuracy is above chance (12.5 %)")
@@ -86,9 +80,9 @@ def context_encoder_beats_chance(context: dg.AssetCheckExecutionContext) -> dg.A
     reports = Path(event.asset_materialization.metadata["reports"].value)
     metrics = json.loads((reports / "metrics.json").read_text())
     accuracy, pairs = metrics["held_out_accuracy"], metrics.get("eval_pairs", 0)
-    # two binomial standard errors above chance, so a lucky untrained net does not pass
-    margin = 2 * (CHANCE * (1 - CHANCE) / max(pairs, 1)) ** 0.5
+    problem = encoder_problem(accuracy, pairs)
     return dg.AssetCheckResult(
-        passed=bool(accuracy > CHANCE + margin),
-        metadata={"held_out_accuracy": accuracy, "threshold": CHANCE + margin, "eval_pairs": pairs},
+        passed=problem is None,
+        metadata={"held_out_accuracy": accuracy, "threshold": chance_threshold(pairs), "eval_pairs": pairs,
+                  "problem": problem or "none"},
     )

@@ -1,26 +1,28 @@
-"""``detector``: Faster R-CNN fine-tuned from each encoder init (one partition
-per init), and ``detection_table``: the inits' per-class AP side by side.
-Both call ``ctx_core.detection``; the outputs are those of ``ctx finetune``
-and ``ctx detection-table``."""
+"""Detection: one Faster R-CNN asset per encoder init (``detector/<init>``), the
+inits' per-class AP side by side (``detection_table``), and the registry
+comparison that moves the ``champion`` alias (``model_comparison``).
+They call ``ctx_core.detection`` and ``ctx_core.compare``; the outputs are
+those of ``ctx finetune``, ``ctx detection-table`` and ``ctx compare``."""
+
+import math
 
 import dagster as dg
 from pydantic import Field
 
-from ctx_core.config import load_params
+from ctx_core.checks import detector_problem
+from ctx_core.compare import run_compare
 from ctx_core.detection.report import ap_table_markdown
 from ctx_core.detection.run import run_detection_table, run_finetune
-from ctx_core.errors import UserError
 from ctx_core.tracking import tracking_uri
-from dagster_project.defs.resources import MlflowTracking
-from dagster_project.settings import GPU_TAGS, default_params, inline_png, params_file
+from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
+from dagster_project.settings import GPU_TAGS, default_params, inline_png
+from dagster_project.stage import finish, require_upstream, stage_settings, user_errors
 
 _DET = default_params().params.detection
-INITS = dg.StaticPartitionsDefinition(list(_DET.inits))
-
 
 
 class FinetuneRunConfig(dg.Config):
-    """Launchpad settings; defaults are params.yaml's ``detection``. The init is the partition."""
+    """Launchpad settings; defaults are params.yaml's ``detection`` (the same budget for every init)."""
 
     encoder: str = Field(default=_DET.encoder, description="encoder.pt path, models:/name@alias or models:/name/version")
     steps: int = Field(default=_DET.steps, description="training steps (the same for every init)")
@@ -30,72 +32,128 @@ class FinetuneRunConfig(dg.Config):
     overrides: list[str] = Field(default=[], description="extra section.key=value settings")
 
 
-@dg.asset(
-    deps=[dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")],
-    partitions_def=INITS,
-    group_name="detection",
-    kinds={"pytorch", "mlflow"},
-    pool="gpu",
-    op_tags=GPU_TAGS,
-    description="Faster R-CNN on the encoder's trunk, fine-tuned and scored with VOC AP per init (ctx finetune).",
-)
-def detector(context: dg.AssetExecutionContext, config: FinetuneRunConfig, mlflow: MlflowTracking) -> dg.MaterializeResult:
-    init = context.partition_key
-    overrides = [
-        f"detection.encoder={config.encoder}",
-        f"detection.steps={config.steps}",
-        f"detection.batch_size={config.batch_size}",
-        f"detection.lr={config.lr}",
-        *config.overrides,
-        *mlflow.overrides(),
-    ]
-    try:
-        settings = load_params(params_file(), overrides)
-        result = run_finetune(settings, init, resume=config.resume,
-                              extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
-    except UserError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    row = {init: {**result.ap, "mAP": result.mean_ap}}
-    metadata = {
-        "init": init,
-        "mAP": result.mean_ap,
-        "metric": result.metric,
-        "ap_table": dg.MetadataValue.md(ap_table_markdown(row, list(result.ap), result.metric)),
-        "pr_curves": dg.MetadataValue.md(inline_png(result.reports["pr_curves"])),
-        "detector": dg.MetadataValue.path(str(result.detector)),
-        "results": dg.MetadataValue.path(str(result.results_dir)),
-        "steps": result.steps,
-        "seconds_per_step": result.seconds_per_step,
-        "final_loss": result.final_loss,
-        "train_images": result.train_images,
-        "test_images": result.test_images,
-        "encoder_version": result.encoder_version,
-        "data_version": result.data_version,
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
-        "registered_version": result.registered_version or "tracking off",
-        "mlflow_run_id": result.mlflow_run_id or "tracking off",
-    }
-    url = mlflow.run_url(result.mlflow_run_id, tracking_uri(settings))
-    if url:
-        metadata["mlflow_run"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=metadata)
+def detector_key(init: str) -> dg.AssetKey:
+    return dg.AssetKey(["detector", init])
+
+
+def _detector_asset(init: str) -> dg.AssetsDefinition:
+    deps = [dg.AssetKey("raw_images")] + ([] if init == "scratch" else [dg.AssetKey("context_encoder")])
+
+    @dg.asset(
+        key=detector_key(init),
+        deps=deps,
+        group_name="detection",
+        kinds={"pytorch", "mlflow"},
+        pool="gpu",
+        op_tags=GPU_TAGS,
+        description=f"Faster R-CNN from the {init} init, fine-tuned and scored with VOC AP (ctx finetune --init {init}).",
+    )
+    def _detector(context: dg.AssetExecutionContext, config: FinetuneRunConfig, mlflow: MlflowTracking,
+                  compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
+        settings = stage_settings([
+            f"detection.encoder={config.encoder}",
+            f"detection.steps={config.steps}",
+            f"detection.batch_size={config.batch_size}",
+            f"detection.lr={config.lr}",
+            *config.overrides,
+        ], mlflow, compute)
+        cfg = settings.params.detection
+        require_upstream(settings.path(cfg.input), "raw_images", "the image store")
+        if init != "scratch" and not cfg.encoder.startswith("models:/"):
+            require_upstream(settings.path(cfg.encoder), "context_encoder", "the encoder")
+        with user_errors():
+            result = run_finetune(settings, init, resume=config.resume,
+                                  extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
+        row = {init: {**result.ap, "mAP": result.mean_ap}}
+        metadata = {
+            "init": init,
+            "mAP": result.mean_ap,
+            "metric": result.metric,
+            "ap_table": dg.MetadataValue.md(ap_table_markdown(row, list(result.ap), result.metric)),
+            "pr_curves": dg.MetadataValue.md(inline_png(result.reports["pr_curves"])),
+            "detector": dg.MetadataValue.path(str(result.detector)),
+            "results": dg.MetadataValue.path(str(result.results_dir)),
+            "steps": result.steps,
+            "seconds_per_step": result.seconds_per_step,
+            "final_loss": result.final_loss,
+            "train_images": result.train_images,
+            "test_images": result.test_images,
+            "encoder_version": result.encoder_version,
+            "data_version": result.data_version,
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+            "registered_version": result.registered_version or "tracking off",
+        }
+        return finish(context, settings, f"finetune@{init}", result.mlflow_run_id, mlflow, dvc, metadata)
+
+    return _detector
+
+
+def _finite_map_check(asset: dg.AssetsDefinition, init: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name="finite_map", blocking=True,
+                    description="mAP is a finite number in [0, 1] (a diverged detector never reaches the comparison)")
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(detector_key(init))
+        entry = event.asset_materialization.metadata.get("mAP") if event and event.asset_materialization else None
+        value = entry.value if entry is not None else None
+        problem = detector_problem(value if isinstance(value, (int, float)) else None)
+        return dg.AssetCheckResult(passed=problem is None,
+                                   metadata={"mAP": value if isinstance(value, float) and math.isfinite(value) else str(value),
+                                             "problem": problem or "none"})
+
+    return _check
+
+
+DETECTORS = [_detector_asset(init) for init in _DET.inits]
+DETECTOR_CHECKS = [_finite_map_check(asset, init) for asset, init in zip(DETECTORS, _DET.inits)]
 
 
 @dg.asset(
-    deps=[detector],
+    deps=DETECTORS,
     group_name="detection",
     kinds={"python"},
     description="Per-class AP of every init in the paper's Table 1 layout (ctx detection-table).",
 )
-def detection_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    try:
-        result = run_detection_table(load_params(params_file()))
-    except UserError as exc:
-        raise dg.Failure(description=str(exc)) from None
+def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
+    settings = stage_settings([], mlflow)
+    with user_errors():
+        result = run_detection_table(settings)
     metadata = {
         "ap_table": dg.MetadataValue.md(result.markdown.read_text()),
         "csv": dg.MetadataValue.path(str(result.csv)),
         "missing_inits": dg.MetadataValue.json(result.missing),
         **{f"mAP_{init}": row["mAP"] for init, row in result.rows.items()},
     }
-    return dg.MaterializeResult(metadata=metadata)
+    return finish(context, settings, "detection_table", None, mlflow, dvc, metadata)
+
+
+@dg.asset(
+    deps=DETECTORS,
+    group_name="detection",
+    kinds={"mlflow"},
+    description="Registered detector versions compared (init, encoder, data version, mAP, per-class AP); "
+                "the champion alias moves to the best version that passed its checks (ctx compare).",
+)
+def model_comparison(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
+    settings = stage_settings([], mlflow)
+    with user_errors():
+        result = run_compare(settings, extra_tags={"dagster_run_id": context.run.run_id})
+    for note in result.notes:
+        context.log.warning(note)
+    champ = result.champion
+    metadata = {
+        "comparison": dg.MetadataValue.md(result.markdown.read_text()),
+        "chart": dg.MetadataValue.md(inline_png(result.chart)),
+        "csv": dg.MetadataValue.path(str(result.csv)),
+        "versions": len(result.rows),
+        "eligible_versions": sum(r.eligible for r in result.rows),
+        "champion_version": champ.version if champ else "none",
+        "champion_init": champ.init if champ else "none",
+        "champion_mAP": champ.mean_ap if champ else float("nan"),
+        "previous_champion": result.previous_champion or "none",
+        "alias_moved": result.alias_moved,
+        "encoder_champion": result.encoder_champion or "unchanged",
+    }
+    uri = tracking_uri(settings)
+    if uri.startswith(("http://", "https://")):
+        metadata["registry"] = dg.MetadataValue.url(f"{uri.rstrip('/')}/#/models/{result.model}")
+    return finish(context, settings, "compare", result.mlflow_run_id, mlflow, dvc, metadata)

@@ -1,4 +1,5 @@
-"""``raw_images``: the normalised image store every later stage reads, written by ``ctx_core.ingest``."""
+"""``raw_images``: the normalised image store every later stage reads, written by
+``ctx_core.ingest``; ``new_images_sensor`` re-ingests when the source changes."""
 
 from pathlib import Path
 
@@ -6,16 +7,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ctx_core.config import load_params
 from ctx_core.errors import UserError
+from ctx_core.ingest.fingerprint import source_fingerprint
 from ctx_core.ingest.run import run_ingest
 from ctx_core.ingest.schemas import validate_tables
-from ctx_core.tracking import tracking_uri
-from dagster_project.defs.resources import MlflowTracking
+from dagster_project.defs.resources import DvcLock, MlflowTracking, ObjectStorage
 from dagster_project.defs.synthetic_dataset import synthetic_voc
-from dagster_project.settings import default_params, inline_png, params_file
+from dagster_project.settings import default_params, inline_png
+from dagster_project.stage import finish, require_upstream, stage_settings, user_errors
 
 _INGEST = default_params().params.data.ingest
+_SYNTH_OUT = default_params().params.data.synth.out
 
 
 class IngestRunConfig(dg.Config):
@@ -33,22 +35,26 @@ class IngestRunConfig(dg.Config):
     kinds={"python", "parquet"},
     description="Normalised RGB image store with manifest, VOC annotations and quarantine report (ctx ingest).",
 )
-def raw_images(context: dg.AssetExecutionContext, config: IngestRunConfig, mlflow: MlflowTracking) -> dg.MaterializeResult:
-    overrides = [
+def raw_images(context: dg.AssetExecutionContext, config: IngestRunConfig, mlflow: MlflowTracking,
+               storage: ObjectStorage, dvc: DvcLock) -> dg.MaterializeResult:
+    settings = stage_settings([
         f"data.ingest.source={config.source}",
         f"data.ingest.out={config.out}",
         f"data.ingest.max_pixels={config.max_pixels}",
         *config.overrides,
-        *mlflow.overrides(),
-    ]
-    try:
-        settings = load_params(params_file(), overrides)
+    ], mlflow, storage)
+    cfg = settings.params.data.ingest
+    if not cfg.source.startswith("s3://") and settings.path(cfg.source) == settings.path(settings.params.data.synth.out):
+        require_upstream(settings.path(cfg.source), "synthetic_voc", "the ingest source")
+    with user_errors():
+        fingerprint, files = source_fingerprint(settings)
         result = run_ingest(settings, force=True, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
-    except UserError as exc:
-        raise dg.Failure(description=str(exc)) from None
     counts = result.summary()["counts"]
     metadata = {
         "path": dg.MetadataValue.path(str(result.store)),
+        "source": cfg.source,
+        "source_fingerprint": fingerprint,
+        "source_files": files,
         "data_version": result.data_version,
         "images": len(result.ingested),
         "objects": result.objects,
@@ -61,12 +67,8 @@ def raw_images(context: dg.AssetExecutionContext, config: IngestRunConfig, mlflo
         ),
         "classes": dg.MetadataValue.json(result.classes),
         "montage": dg.MetadataValue.md(inline_png(result.montage)),
-        "mlflow_run_id": result.mlflow_run_id or "tracking off",
     }
-    url = mlflow.run_url(result.mlflow_run_id, tracking_uri(settings))
-    if url:
-        metadata["mlflow_run"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))
+    return finish(context, settings, "ingest", result.mlflow_run_id, mlflow, dvc, metadata, result.data_version)
 
 
 @dg.asset_check(asset=raw_images, blocking=True, description="manifest and annotations match their pandera schemas")
@@ -93,3 +95,28 @@ def raw_images_tables_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetC
     return dg.AssetCheckResult(
         passed=True, metadata={"store": store, "images": len(manifest), "objects": len(annotations)}
     )
+
+
+reingest_job = dg.define_asset_job(
+    "reingest", selection=dg.AssetSelection.assets(raw_images),
+    description="Re-ingest the configured source into the store (started by new_images_sensor).",
+)
+
+
+@dg.sensor(job=reingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
+           required_resource_keys={"storage"},
+           description="Re-ingests when images in data.ingest.source are added, changed or removed.")
+def new_images_sensor(context: dg.SensorEvaluationContext):
+    settings = stage_settings([], context.resources.storage)
+    try:
+        fingerprint, files = source_fingerprint(settings)
+    except UserError as exc:
+        return dg.SkipReason(f"source unreadable: {exc}")
+    event = context.instance.get_latest_materialization_event(raw_images.key)
+    last = None
+    if event is not None and event.asset_materialization is not None:
+        entry = event.asset_materialization.metadata.get("source_fingerprint")
+        last = entry.value if entry is not None else None
+    if fingerprint == last:
+        return dg.SkipReason(f"{settings.params.data.ingest.source}: {files} files, unchanged since the last ingest")
+    return dg.RunRequest(run_key=f"source-{fingerprint}", tags={"ctx/source_fingerprint": fingerprint})

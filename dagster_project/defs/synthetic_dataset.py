@@ -1,14 +1,12 @@
 """``synthetic_voc``: the embedded default dataset, written by ``ctx_core.synth``."""
 
-
 import dagster as dg
 from pydantic import Field
 
-from ctx_core.config import ConfigError, load_params
 from ctx_core.synth.run import run_synth
-from ctx_core.tracking import tracking_uri
-from dagster_project.defs.resources import MlflowTracking
-from dagster_project.settings import default_params, inline_png, params_file
+from dagster_project.defs.resources import DvcLock, MlflowTracking
+from dagster_project.settings import default_params, inline_png
+from dagster_project.stage import finish, stage_settings, user_errors
 
 _SYNTH = default_params().params.data.synth
 
@@ -27,20 +25,16 @@ class SynthRunConfig(dg.Config):
     kinds={"python", "voc"},
     description="Synthetic VOC benchmark: objects made of parts on textured backgrounds (ctx synth).",
 )
-def synthetic_voc(context: dg.AssetExecutionContext, config: SynthRunConfig, mlflow: MlflowTracking) -> dg.MaterializeResult:
-    overrides = [
+def synthetic_voc(context: dg.AssetExecutionContext, config: SynthRunConfig, mlflow: MlflowTracking,
+                  dvc: DvcLock) -> dg.MaterializeResult:
+    settings = stage_settings([
         f"data.synth.images={config.images}",
         f"data.synth.seed={config.seed}",
         f"data.synth.size={config.size}",
         *config.overrides,
-        *mlflow.overrides(),
-    ]
-    try:
-        settings = load_params(params_file(), overrides)
+    ], mlflow)
+    with user_errors():
         result = run_synth(settings, force=True, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    uri = tracking_uri(settings)
     metadata = {
         "path": dg.MetadataValue.path(str(result.out)),
         "data_version": result.data_version,
@@ -51,9 +45,5 @@ def synthetic_voc(context: dg.AssetExecutionContext, config: SynthRunConfig, mlf
         "difficult_share": result.metrics["difficult_share"],
         "class_counts": dg.MetadataValue.json(result.class_counts),
         "montage": dg.MetadataValue.md(inline_png(result.montage)),
-        "mlflow_run_id": result.mlflow_run_id or "tracking off",
     }
-    url = mlflow.run_url(result.mlflow_run_id, uri)
-    if url:
-        metadata["mlflow_run"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))
+    return finish(context, settings, "synth", result.mlflow_run_id, mlflow, dvc, metadata, result.data_version)

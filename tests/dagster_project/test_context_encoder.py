@@ -7,7 +7,7 @@ import yaml
 
 from dagster_project.defs.context_encoder import context_encoder, context_encoder_beats_chance
 from dagster_project.defs.resources import MlflowTracking
-from tests.conftest import ROOT, write_params
+from tests.conftest import dagster_resources, ROOT, write_params
 
 SMALL = {"steps": 4, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2, "workers": 0,
          "eval_pairs": 32, "pairs_per_grid": 8, "held_out_fraction": 0.25}
@@ -19,7 +19,7 @@ def test_context_encoder_materialises_with_metadata_and_check(synth_root, tmp_pa
     result = dg.materialize(
         [context_encoder, context_encoder_beats_chance],
         run_config={"ops": {"context_encoder": {"config": {"steps": 4, "batch_size": 16}}}},
-        resources={"mlflow": MlflowTracking()},
+        resources=dagster_resources(mlflow=MlflowTracking()),
         raise_on_error=False,
     )
     meta = result.asset_materializations_for_node("context_encoder")[0].metadata

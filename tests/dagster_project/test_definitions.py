@@ -10,7 +10,7 @@ import yaml
 from ctx_core.fsutil import dvc_dir_hash
 from dagster_project.defs.resources import MlflowTracking
 from dagster_project.defs.synthetic_dataset import synthetic_voc
-from tests.conftest import BIN, ROOT, write_params
+from tests.conftest import dagster_resources, BIN, ROOT, write_params
 
 
 def load_defs() -> dg.Definitions:
@@ -45,7 +45,7 @@ def test_synthetic_voc_materialises_and_logs_to_mlflow(tmp_path, monkeypatch):
     result = dg.materialize(
         [synthetic_voc],
         run_config={"ops": {"synthetic_voc": {"config": {"images": 10, "seed": 3, "size": 192}}}},
-        resources={"mlflow": MlflowTracking(tracking_uri=uri)},
+        resources=dagster_resources(mlflow=MlflowTracking(tracking_uri=uri)),
     )
     assert result.success
     mat = result.asset_materializations_for_node("synthetic_voc")[0]

@@ -6,6 +6,7 @@ import yaml
 
 from dagster_project.defs.discovery import object_clusters, patch_features
 from dagster_project.defs.resources import MlflowTracking
+from tests.conftest import dagster_resources
 from tests.features.conftest import encoder_file, feature_settings, store  # noqa: F401  (session fixtures)
 
 
@@ -17,7 +18,7 @@ def test_features_and_clusters_materialise_with_montages_and_numbers(tmp_path, s
     result = dg.materialize(
         [patch_features, object_clusters],
         run_config={"ops": {"patch_features": {"config": {"encoder": str(encoder_file), "max_images": 12}}}},
-        resources={"mlflow": MlflowTracking(tracking_uri=uri)},
+        resources=dagster_resources(mlflow=MlflowTracking(tracking_uri=uri)),
     )
     assert result.success
     feats = result.asset_materializations_for_node("patch_features")[0].metadata

@@ -7,7 +7,7 @@ import yaml
 from ctx_core.fsutil import dvc_dir_hash
 from dagster_project.defs.raw_images import raw_images, raw_images_tables_valid
 from dagster_project.defs.resources import MlflowTracking
-from tests.conftest import ROOT, write_params
+from tests.conftest import dagster_resources, ROOT, write_params
 from tests.ingest.conftest import SMALL_GRID, make_mixed_folder
 
 
@@ -19,7 +19,7 @@ def test_raw_images_materialises_with_metadata_and_passing_check(tmp_path, monke
     result = dg.materialize(
         [raw_images, raw_images_tables_valid],
         run_config={"ops": {"raw_images": {"config": {"source": str(photos), "out": "data/store"}}}},
-        resources={"mlflow": MlflowTracking()},
+        resources=dagster_resources(mlflow=MlflowTracking()),
     )
     assert result.success
     meta = result.asset_materializations_for_node("raw_images")[0].metadata
@@ -38,12 +38,12 @@ def test_check_fails_on_a_broken_manifest(tmp_path, monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
     config = {"ops": {"raw_images": {"config": {"source": str(photos), "out": "store"}}}}
     assert dg.materialize([raw_images], instance=instance, run_config=config,
-                          resources={"mlflow": MlflowTracking()}).success
+                          resources=dagster_resources(mlflow=MlflowTracking())).success
     manifest = pd.read_parquet(tmp_path / "store" / "manifest.parquet")
     manifest.assign(split="train").to_parquet(tmp_path / "store" / "manifest.parquet", index=False)
     result = dg.materialize([raw_images, raw_images_tables_valid], instance=instance,
                             selection=dg.AssetSelection.checks(raw_images_tables_valid),
-                            resources={"mlflow": MlflowTracking()}, raise_on_error=False)
+                            resources=dagster_resources(mlflow=MlflowTracking()), raise_on_error=False)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "column 'split'" in check.metadata["error"].value
 

@@ -1,48 +1,75 @@
-"""The detection assets: one partition per init, GPU pool and tags, lineage to the encoder and the store."""
+"""The detection assets: one per init, GPU pool and tags, lineage to the encoder and the store, finite-mAP checks."""
 
 import json
 
 import dagster as dg
 import yaml
 
-from dagster_project.defs.detection import FinetuneRunConfig, detection_table, detector
-from tests.conftest import ROOT
+from dagster_project.defs.detection import (
+    DETECTOR_CHECKS, DETECTORS, FinetuneRunConfig, detection_table, detector_key, model_comparison,
+)
+from tests.conftest import ROOT, dagster_resources
 
 
-def test_detector_asset_wiring():
-    spec = detector.specs_by_key[dg.AssetKey("detector")]
-    assert {d.asset_key for d in spec.deps} == {dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")}
-    assert detector.partitions_def.get_partition_keys() == ["context", "scratch", "context_rescaled"]
-    assert detector.op.pool == "gpu"
-    limits = json.loads(detector.op.tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]
-    assert limits == {"nvidia.com/gpu": "1"}
-    table_deps = {d.asset_key for d in detection_table.specs_by_key[dg.AssetKey("detection_table")].deps}
-    assert table_deps == {dg.AssetKey("detector")}
+def _by_init():
+    return {a.key.path[-1]: a for a in DETECTORS}
+
+
+def test_detector_assets_wiring():
+    assets = _by_init()
+    assert list(assets) == ["context", "scratch", "context_rescaled"]
+    for init, asset in assets.items():
+        deps = {d.asset_key for d in asset.specs_by_key[detector_key(init)].deps}
+        expected = {dg.AssetKey("raw_images")} | ({dg.AssetKey("context_encoder")} if init != "scratch" else set())
+        assert deps == expected
+        assert asset.op.pool == "gpu"
+        limits = json.loads(asset.op.tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == "1"
+    for table in (detection_table, model_comparison):
+        deps = {d.asset_key for d in table.specs_by_key[table.key].deps}
+        assert deps == {detector_key(i) for i in assets}
+    assert {c.check_key.name for c in DETECTOR_CHECKS for _ in [0]} == {"finite_map"}
 
 
 def test_launchpad_defaults_and_code_location():
-    fields = detector.op.config_schema.config_type.fields
+    fields = DETECTORS[0].op.config_schema.config_type.fields
     detection = yaml.safe_load((ROOT / "params.yaml").read_text())["detection"]
     assert fields["steps"].default_value == detection["steps"]
     assert fields["encoder"].default_value == detection["encoder"]
     assert FinetuneRunConfig().resume is False
     graph = dg.load_from_defs_folder(path_within_project=ROOT).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"detector", "detection_table"} <= keys
+    assert {"detector/context", "detector/scratch", "detection_table", "model_comparison"} <= keys
 
 
-def test_scratch_partition_materialises_with_table_and_curves(voc_root, encoder_file, tmp_path, monkeypatch):
-    from dagster_project.defs.resources import MlflowTracking
+def test_scratch_detector_materialises_with_table_curves_and_check(voc_root, encoder_file, tmp_path, monkeypatch):
     from tests.detection.conftest import detection_params
 
     params = detection_params(tmp_path, voc_root, encoder_file, min_size=96, max_size=128)
     monkeypatch.setenv("CTX_PARAMS", str(params))
+    scratch = _by_init()["scratch"]
+    check = next(c for c in DETECTOR_CHECKS if c.check_key.asset_key == scratch.key)
     result = dg.materialize(
-        [detector], partition_key="scratch", resources={"mlflow": MlflowTracking()},
-        run_config={"ops": {"detector": {"config": {"steps": 2, "batch_size": 2}}}},
+        [scratch, check], resources=dagster_resources(),
+        run_config={"ops": {"detector__scratch": {"config": {"steps": 2, "batch_size": 2}}}},
     )
     assert result.success
-    meta = result.asset_materializations_for_node("detector")[0].metadata
+    meta = result.asset_materializations_for_node("detector__scratch")[0].metadata
     assert meta["init"].value == "scratch" and meta["steps"].value == 2
     assert "| scratch |" in meta["ap_table"].value and "data:image/png;base64," in meta["pr_curves"].value
     assert meta["mlflow_run_id"].value == "tracking off"
+    assert "not a DVC project" in meta["dvc_lock"].value
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["mAP"].value == meta["mAP"].value
+
+
+def test_a_detector_without_its_encoder_names_the_upstream_asset(voc_root, tmp_path, monkeypatch):
+    from tests.detection.conftest import detection_params
+
+    params = detection_params(tmp_path, voc_root, tmp_path / "missing" / "encoder.pt")
+    monkeypatch.setenv("CTX_PARAMS", str(params))
+    result = dg.materialize([_by_init()["context"]], resources=dagster_resources(), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.message
+    assert "materialise `context_encoder` first" in message and "encoder.pt" in message

@@ -1,0 +1,48 @@
+"""``ctx compare``: registered detector versions side by side; the champion alias moved."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from ctx_core.cli import settings_from_args
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ctx_core.compare import run_compare
+
+    result = run_compare(settings_from_args(args), move_alias=not args.no_alias)
+    for note in result.notes:
+        print(f"ctx: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "model": result.model,
+            "champion": result.champion.version if result.champion else None,
+            "previous_champion": result.previous_champion,
+            "alias_moved": result.alias_moved,
+            "encoder_champion": result.encoder_champion,
+            "rows": [{"version": r.version, "init": r.init, "encoder_version": r.encoder,
+                      "data_version": r.data_version, "mAP": r.mean_ap, "ap": r.ap, "problem": r.problem}
+                     for r in result.rows],
+            "markdown": str(result.markdown), "csv": str(result.csv), "chart": str(result.chart),
+            "mlflow_run_id": result.mlflow_run_id,
+        }, indent=2))
+        return 0
+    print(result.markdown.read_text(), end="")
+    if result.champion:
+        alias = f"{result.model}@{result.alias}"
+        moved = ("would move to (--no-alias: left unchanged)" if args.no_alias
+                 else "moved to" if result.alias_moved else "stays at")
+        print(f"\n{alias} {moved} version {result.champion.version} ({result.champion.init}, "
+              f"mAP {100 * result.champion.mean_ap:.1f})"
+              + (f"; encoder alias -> {result.encoder_champion}" if result.encoder_champion else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("compare", help="compare registered detector versions; move the champion alias (registry)")
+    common_args(p)
+    p.add_argument("--no-alias", action="store_true", help="write the table only; leave the aliases where they are")
+    p.set_defaults(func=cmd_compare)
