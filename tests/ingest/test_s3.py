@@ -159,3 +159,21 @@ def test_dvc_tracks_an_s3_source_as_an_external_dependency(project_copy, s3_endp
     assert deps["s3://camera/roll"]["nfiles"] == 3
     client.put_object(Bucket="camera", Key="roll/p9.jpg", Body=jpeg_bytes(noise(200, 150, 9)))
     assert "s3://camera/roll" in sh(repo, "dvc", "status", "ingest")  # a new photo makes the stage stale
+
+
+def test_source_fingerprint_of_a_bucket_follows_its_objects(s3_endpoint, aws_env, tmp_path):
+    from ctx_core.ingest.fingerprint import source_fingerprint
+
+    client = make_client(s3_endpoint, 3, 1)
+    client.create_bucket(Bucket="watched")
+    client.put_object(Bucket="watched", Key="imgs/a.jpg", Body=b"a")
+    from tests.conftest import write_params
+
+    settings = load_params(write_params(tmp_path, data={"ingest": {"source": "s3://watched/imgs"}},
+                                        storage={"s3_endpoint_url": s3_endpoint}))
+    first, files = source_fingerprint(settings)
+    assert files == 1 and source_fingerprint(settings)[0] == first
+    client.put_object(Bucket="watched", Key="imgs/b.jpg", Body=b"b")
+    assert source_fingerprint(settings) != (first, 1)
+    client.put_object(Bucket="watched", Key="elsewhere/c.jpg", Body=b"c")  # outside the prefix: ignored
+    assert source_fingerprint(settings)[1] == 2
