@@ -51,11 +51,11 @@ def atomic_output_dir(out: Path, force: bool) -> Iterator[Path]:
         yield tmp
         old = None
         if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent)) / "old"
             out.rename(old)
         tmp.rename(out)
         if old is not None:
-            shutil.rmtree(old)
+            shutil.rmtree(old.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

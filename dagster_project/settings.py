@@ -17,8 +17,18 @@ from ctx_core.config import Settings, load_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Kubernetes: one GPU for the run pod when a training asset runs under the K8sRunLauncher.
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# Kubernetes (infra/helm/values.yaml): a training asset's step pod asks for one GPU and goes to
+# a GPU node. Dagster applies op tags to a step's own pod, i.e. under the k8s_job_executor;
+# the node label is the one NVIDIA's GPU feature discovery sets, the taint the usual one of
+# GPU node pools. tests/infra/test_helm.py checks these against the Helm values.
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+GPU_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"node_selector": GPU_NODE_SELECTOR, "tolerations": GPU_TOLERATIONS},
+    }
+}
 
 
 def params_file() -> Path:

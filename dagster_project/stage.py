@@ -21,12 +21,51 @@ from dagster_project.settings import params_file
 
 
 @contextmanager
+def running(context: dg.AssetExecutionContext, settings: Settings, stage: str) -> Iterator[None]:
+    """Run one stage exclusively: a second materialisation of the same asset
+    (another run, another process) waits for the first to finish instead of
+    writing the same outputs at the same time. User errors become failures."""
+    import fcntl
+
+    locks = settings.root / ".ctx-locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{stage}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            context.log.info(f"another run is writing the outputs of stage {stage!r}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            with user_errors():
+                yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def user_errors() -> Iterator[None]:
     """A ``UserError`` from ctx_core ends the step as a Dagster failure with its message."""
     try:
         yield
     except UserError as exc:
         raise dg.Failure(description=str(exc)) from None
+
+
+def launchpad(config: dg.Config, keys: dict[str, str]) -> list[str]:
+    """``section.key=value`` for each launchpad field the user changed from its
+    default, plus the free-form ``overrides``. Untouched fields add nothing, so
+    the params file (``CTX_PARAMS``) decides, as it does for ``dvc repro``."""
+    import enum
+
+    out = []
+    for name, key in keys.items():
+        value = getattr(config, name)
+        if value == type(config).model_fields[name].default:
+            continue
+        if isinstance(value, enum.Enum):
+            value = value.value
+        out.append(f"{key}={'null' if value is None else value}")
+    return [*out, *config.overrides]
 
 
 def stage_settings(overrides: list[str], *resources) -> Settings:

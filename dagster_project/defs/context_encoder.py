@@ -12,7 +12,7 @@ from ctx_core.pretext.run import run_pretrain
 from dagster_project.defs.raw_images import raw_images
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
 from dagster_project.settings import GPU_TAGS, default_params, inline_png
-from dagster_project.stage import choices, finish, require_upstream, stage_settings, user_errors
+from dagster_project.stage import choices, finish, launchpad, require_upstream, running, stage_settings
 
 _PRE = default_params().params.pretrain
 Arch = choices("Arch", PretrainConfig, "arch")
@@ -41,16 +41,12 @@ class PretrainRunConfig(dg.Config):
 )
 def context_encoder(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflow: MlflowTracking,
                     compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
-    settings = stage_settings([
-        f"pretrain.arch={config.arch.value}",
-        f"pretrain.steps={config.steps}",
-        f"pretrain.batch_size={config.batch_size}",
-        f"pretrain.lr={config.lr}",
-        f"pretrain.chroma={config.chroma.value}",
-        *config.overrides,
-    ], mlflow, compute)
+    settings = stage_settings(launchpad(config, {
+        "arch": "pretrain.arch", "steps": "pretrain.steps", "batch_size": "pretrain.batch_size",
+        "lr": "pretrain.lr", "chroma": "pretrain.chroma",
+    }), mlflow, compute)
     require_upstream(settings.path(settings.params.pretrain.input), "raw_images", "the image store")
-    with user_errors():
+    with running(context, settings, "pretrain"):
         result = run_pretrain(settings, resume=config.resume, extra_tags={"dagster_run_id": context.run.run_id},
                               progress=False)
     metadata = {

@@ -16,7 +16,7 @@ from ctx_core.detection.run import run_detection_table, run_finetune
 from ctx_core.tracking import tracking_uri
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
 from dagster_project.settings import GPU_TAGS, default_params, inline_png
-from dagster_project.stage import finish, require_upstream, stage_settings, user_errors
+from dagster_project.stage import finish, launchpad, require_upstream, running, stage_settings
 
 _DET = default_params().params.detection
 
@@ -50,18 +50,15 @@ def _detector_asset(init: str) -> dg.AssetsDefinition:
     )
     def _detector(context: dg.AssetExecutionContext, config: FinetuneRunConfig, mlflow: MlflowTracking,
                   compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
-        settings = stage_settings([
-            f"detection.encoder={config.encoder}",
-            f"detection.steps={config.steps}",
-            f"detection.batch_size={config.batch_size}",
-            f"detection.lr={config.lr}",
-            *config.overrides,
-        ], mlflow, compute)
+        settings = stage_settings(launchpad(config, {
+            "encoder": "detection.encoder", "steps": "detection.steps", "batch_size": "detection.batch_size",
+            "lr": "detection.lr",
+        }), mlflow, compute)
         cfg = settings.params.detection
         require_upstream(settings.path(cfg.input), "raw_images", "the image store")
         if init != "scratch" and not cfg.encoder.startswith("models:/"):
             require_upstream(settings.path(cfg.encoder), "context_encoder", "the encoder")
-        with user_errors():
+        with running(context, settings, f"finetune@{init}"):
             result = run_finetune(settings, init, resume=config.resume,
                                   extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
         row = {init: {**result.ap, "mAP": result.mean_ap}}
@@ -115,7 +112,7 @@ DETECTOR_CHECKS = [_finite_map_check(asset, init) for asset, init in zip(DETECTO
 )
 def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
     settings = stage_settings([], mlflow)
-    with user_errors():
+    with running(context, settings, "detection_table"):
         result = run_detection_table(settings)
     metadata = {
         "ap_table": dg.MetadataValue.md(result.markdown.read_text()),
@@ -135,7 +132,7 @@ def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, d
 )
 def model_comparison(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
     settings = stage_settings([], mlflow)
-    with user_errors():
+    with running(context, settings, "compare"):
         result = run_compare(settings, extra_tags={"dagster_run_id": context.run.run_id})
     for note in result.notes:
         context.log.warning(note)

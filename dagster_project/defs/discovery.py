@@ -9,7 +9,7 @@ from ctx_core.discovery.run import run_discover
 from ctx_core.features.run import run_extract
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
 from dagster_project.settings import default_params, inline_png
-from dagster_project.stage import choices, finish, require_upstream, stage_settings, user_errors
+from dagster_project.stage import choices, finish, launchpad, require_upstream, running, stage_settings
 
 _PARAMS = default_params().params
 _FEATURES = _PARAMS.features
@@ -43,16 +43,14 @@ class DiscoverRunConfig(dg.Config):
 )
 def patch_features(context: dg.AssetExecutionContext, config: ExtractRunConfig, mlflow: MlflowTracking,
                    compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
-    settings = stage_settings([
-        f"features.encoder={config.encoder}", f"features.layer={config.layer.value}",
-        f"features.max_images={'null' if config.max_images is None else config.max_images}",
-        *config.overrides,
-    ], mlflow, compute)
+    settings = stage_settings(launchpad(config, {
+        "encoder": "features.encoder", "layer": "features.layer", "max_images": "features.max_images",
+    }), mlflow, compute)
     cfg = settings.params.features
     require_upstream(settings.path(cfg.input), "raw_images", "the image store")
     if not cfg.encoder.startswith("models:/"):
         require_upstream(settings.path(cfg.encoder), "context_encoder", "the encoder")
-    with user_errors():
+    with running(context, settings, "extract"):
         result = run_extract(settings, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
     metadata = {
         "path": dg.MetadataValue.path(str(result.out)),
@@ -74,12 +72,12 @@ def patch_features(context: dg.AssetExecutionContext, config: ExtractRunConfig, 
 )
 def object_clusters(context: dg.AssetExecutionContext, config: DiscoverRunConfig, mlflow: MlflowTracking,
                     dvc: DvcLock) -> dg.MaterializeResult:
-    settings = stage_settings([
-        f"discovery.constellations={config.constellations}", f"discovery.max_residual={config.max_residual}",
-        f"discovery.max_scale_ratio={config.max_scale_ratio}", *config.overrides,
-    ], mlflow)
+    settings = stage_settings(launchpad(config, {
+        "constellations": "discovery.constellations", "max_residual": "discovery.max_residual",
+        "max_scale_ratio": "discovery.max_scale_ratio",
+    }), mlflow)
     require_upstream(settings.path(settings.params.features.out), "patch_features", "the feature shards")
-    with user_errors():
+    with running(context, settings, "discover"):
         result = run_discover(settings, extra_tags={"dagster_run_id": context.run.run_id})
     numbers = {f"{name}_{key}": value for name, entry in result.metrics.items() if isinstance(entry, dict)
                for key, value in entry.items() if isinstance(value, (int, float))}

@@ -14,7 +14,7 @@ from ctx_core.ingest.schemas import validate_tables
 from dagster_project.defs.resources import DvcLock, MlflowTracking, ObjectStorage
 from dagster_project.defs.synthetic_dataset import synthetic_voc
 from dagster_project.settings import default_params, inline_png
-from dagster_project.stage import finish, require_upstream, stage_settings, user_errors
+from dagster_project.stage import finish, launchpad, require_upstream, running, stage_settings
 
 _INGEST = default_params().params.data.ingest
 _SYNTH_OUT = default_params().params.data.synth.out
@@ -37,16 +37,13 @@ class IngestRunConfig(dg.Config):
 )
 def raw_images(context: dg.AssetExecutionContext, config: IngestRunConfig, mlflow: MlflowTracking,
                storage: ObjectStorage, dvc: DvcLock) -> dg.MaterializeResult:
-    settings = stage_settings([
-        f"data.ingest.source={config.source}",
-        f"data.ingest.out={config.out}",
-        f"data.ingest.max_pixels={config.max_pixels}",
-        *config.overrides,
-    ], mlflow, storage)
+    settings = stage_settings(launchpad(config, {
+        "source": "data.ingest.source", "out": "data.ingest.out", "max_pixels": "data.ingest.max_pixels",
+    }), mlflow, storage)
     cfg = settings.params.data.ingest
     if not cfg.source.startswith("s3://") and settings.path(cfg.source) == settings.path(settings.params.data.synth.out):
         require_upstream(settings.path(cfg.source), "synthetic_voc", "the ingest source")
-    with user_errors():
+    with running(context, settings, "ingest"):
         fingerprint, files = source_fingerprint(settings)
         result = run_ingest(settings, force=True, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
     counts = result.summary()["counts"]

@@ -6,7 +6,7 @@ from pydantic import Field
 from ctx_core.synth.run import run_synth
 from dagster_project.defs.resources import DvcLock, MlflowTracking
 from dagster_project.settings import default_params, inline_png
-from dagster_project.stage import finish, stage_settings, user_errors
+from dagster_project.stage import finish, launchpad, running, stage_settings
 
 _SYNTH = default_params().params.data.synth
 
@@ -27,13 +27,10 @@ class SynthRunConfig(dg.Config):
 )
 def synthetic_voc(context: dg.AssetExecutionContext, config: SynthRunConfig, mlflow: MlflowTracking,
                   dvc: DvcLock) -> dg.MaterializeResult:
-    settings = stage_settings([
-        f"data.synth.images={config.images}",
-        f"data.synth.seed={config.seed}",
-        f"data.synth.size={config.size}",
-        *config.overrides,
-    ], mlflow)
-    with user_errors():
+    settings = stage_settings(launchpad(config, {
+        "images": "data.synth.images", "seed": "data.synth.seed", "size": "data.synth.size",
+    }), mlflow)
+    with running(context, settings, "synth"):
         result = run_synth(settings, force=True, extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
     metadata = {
         "path": dg.MetadataValue.path(str(result.out)),
