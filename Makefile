@@ -9,15 +9,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 setup:
 	@VENV=$(VENV) scripts/ensure-venv.sh
 
+# Materialises in Dagster what `dvc status` says is stale (everything on a fresh
+# clone), records each stage in dvc.lock, prints the registry comparison.
 pipeline: setup
-	dvc repro
-	dvc metrics show
+	$(BIN)/python -m dagster_project.pipeline
 
 test: setup
 	$(BIN)/python -m pytest
 
 ui: setup
-	$(BIN)/dagster dev -m dagster_project.definitions -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -m dagster_project.definitions -h 127.0.0.1 -p 3000
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --workers 1 -h 127.0.0.1 -p 5000

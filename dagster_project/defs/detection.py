@@ -37,7 +37,9 @@ def detector_key(init: str) -> dg.AssetKey:
 
 
 def _detector_asset(init: str) -> dg.AssetsDefinition:
-    deps = [dg.AssetKey("raw_images")] + ([] if init == "scratch" else [dg.AssetKey("context_encoder")])
+    # scratch needs no encoder, but DVC's finetune stages (one foreach) all list
+    # encoder.pt as a dep, and every row of the table comes from one encoder run
+    deps = [dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")]
 
     @dg.asset(
         key=detector_key(init),

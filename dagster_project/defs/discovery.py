@@ -8,7 +8,7 @@ from ctx_core.config import FeaturesConfig
 from ctx_core.discovery.run import run_discover
 from ctx_core.features.run import run_extract
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
-from dagster_project.settings import default_params, inline_png
+from dagster_project.settings import GPU_TAGS, default_params, inline_png
 from dagster_project.stage import choices, finish, launchpad, require_upstream, running, stage_settings
 
 _PARAMS = default_params().params
@@ -39,6 +39,8 @@ class DiscoverRunConfig(dg.Config):
     deps=[dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")],
     group_name="discovery",
     kinds={"pytorch", "parquet"},
+    pool="gpu",
+    op_tags=GPU_TAGS,
     description="Encoder, random-init and raw-pixel features of dense multi-scale patches, in shards (ctx extract).",
 )
 def patch_features(context: dg.AssetExecutionContext, config: ExtractRunConfig, mlflow: MlflowTracking,

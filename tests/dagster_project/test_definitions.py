@@ -65,3 +65,14 @@ def test_launchpad_defaults_come_from_params_yaml():
     synth = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["synth"]
     assert fields["images"].default_value == synth["images"]
     assert fields["size"].default_value == synth["size"]
+
+
+def test_kubernetes_executor_is_chosen_by_the_environment(monkeypatch):
+    from dagster_project.definitions import _executor
+
+    assert _executor() is None
+    monkeypatch.setenv("CTX_DAGSTER_EXECUTOR", "k8s")
+    assert _executor().name == "k8s"
+    values = yaml.safe_load((ROOT / "infra/helm/values.yaml").read_text())
+    env = values["dagster-user-deployments"]["deployments"][0]["env"]
+    assert {"name": "CTX_DAGSTER_EXECUTOR", "value": "k8s"} in env

@@ -20,7 +20,7 @@ def test_detector_assets_wiring():
     assert list(assets) == ["context", "scratch", "context_rescaled"]
     for init, asset in assets.items():
         deps = {d.asset_key for d in asset.specs_by_key[detector_key(init)].deps}
-        expected = {dg.AssetKey("raw_images")} | ({dg.AssetKey("context_encoder")} if init != "scratch" else set())
+        expected = {dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")}  # scratch too, as in dvc.yaml
         assert deps == expected
         assert asset.op.pool == "gpu"
         limits = json.loads(asset.op.tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]

@@ -1,0 +1,16 @@
+"""`make pipeline`'s plan: stale DVC stages become a Dagster selection of their assets and everything downstream."""
+
+import dagster as dg
+
+from dagster_project.pipeline import selection
+from tests.dagster_project.test_definitions import load_defs
+
+
+def test_stale_stages_select_their_assets_and_downstream():
+    assert selection(["pretrain"]) == "context_encoder*"
+    assert selection(["finetune@scratch", "compare", "unknown"]) == "detector/scratch*,model_comparison*"
+    graph = load_defs().resolve_asset_graph()
+    picked = dg.AssetSelection.from_coercible(selection(["pretrain"]).split(",")).resolve(graph)
+    names = {k.to_user_string() for k in picked}
+    assert names == {"context_encoder", "patch_features", "object_clusters", "detector/context", "detector/scratch",
+                     "detector/context_rescaled", "detection_table", "model_comparison"}
