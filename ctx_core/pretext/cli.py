@@ -15,12 +15,12 @@ from ctx_core.errors import UserError
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ctx_core.pretext.run import run_pretrain
-    from ctx_core.pretext.train import distributed_from_env
+    from ctx_core.distributed import from_env
 
     extra = [f"pretrain.steps={args.steps}"] if args.steps else []
     settings = settings_from_args(args, extra)
     result = run_pretrain(settings, resume=args.resume)
-    if distributed_from_env().rank != 0:
+    if not from_env().main:
         return 0  # under torchrun, rank 0 reports
     summary = {
         "encoder": str(result.encoder),

@@ -1,17 +1,23 @@
 """Patch-pair batches for context prediction.
 
-A batch is a pure function of ``(seed, step, rank)``: resuming at step ``t``
-replays exactly the batches an uninterrupted run would have seen, and
-DataLoader workers can produce batches in any order without changing them.
-Images are decoded with torchvision (no per-sample PIL), patches cut by one
-indexing operation per image, and the shortcut transforms run vectorised over
-the whole batch.
+The global batch of a step is a pure function of ``(seed, step)``, and the
+part of it rank ``r`` of ``W`` trains on (pairs ``[r B/W, (r+1) B/W)``) a pure
+function of ``(seed, step, rank, world)``: resuming at step ``t`` replays
+exactly the batches an uninterrupted run would have seen, DataLoader workers
+can produce batches in any order without changing them, and 2 processes with
+``B/2`` pairs each train on the very pairs 1 process with ``B`` does.
+
+A batch is made of 3x3 grids, ``pairs_per_grid`` pairs each; everything about
+grid ``g`` (its image, origin, jitter, pairs, pixelation, colour noise) comes
+from its own stream ``(seed, step, g)``, so a rank draws only the grids that
+overlap its slice. Images are decoded with torchvision (no per-sample PIL),
+patches cut by one indexing operation per image, and the shortcut transforms
+run vectorised over the rank's whole batch with the draws made grid by grid.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,7 +36,7 @@ with warnings.catch_warnings():
 
 from ctx_core.config import PretrainConfig
 from ctx_core.errors import UserError
-from ctx_core.pretext.augment import augment_patches
+from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
 from ctx_core.pretext.grid import CENTRE_PAIRS, NEIGHBOUR_PAIRS, sample_grid
 
 
@@ -121,7 +127,10 @@ def cut_patches(img: torch.Tensor, corners: np.ndarray, patch: int) -> torch.Ten
 
 
 class PairSampler:
-    """Makes :class:`PairBatch` es from an :class:`ImageList` under a :class:`PretrainConfig`."""
+    """Makes :class:`PairBatch` es from an :class:`ImageList` under a :class:`PretrainConfig`.
+
+    ``batch_size`` (default ``cfg.batch_size``) is the global batch, over all ranks.
+    """
 
     def __init__(self, images: ImageList, cfg: PretrainConfig, batch_size: int | None = None):
         self.images = images
@@ -129,69 +138,84 @@ class PairSampler:
         self.batch_size = batch_size or cfg.batch_size
         self.per_grid = 1 if cfg.pairs == "random_neighbour" else min(cfg.pairs_per_grid, len(NEIGHBOUR_PAIRS))
 
-    def batch(self, step: int, seed: int | None = None, rank: int = 0) -> PairBatch:
+    def batch(self, step: int, seed: int | None = None, rank: int = 0, world: int = 1) -> PairBatch:
+        """Pairs ``[rank B/world, (rank+1) B/world)`` of step ``step``'s global batch of ``B = batch_size``."""
         cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed if seed is None else seed, step, rank])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        n_grids = math.ceil(self.batch_size / self.per_grid)
-        picks = rng.integers(len(self.images.paths), size=n_grids)
-        firsts, seconds, labels, boxes, owners = [], [], [], [], []
-        for idx in picks.tolist():
+        base = cfg.seed if seed is None else seed
+        if self.batch_size % world or not 0 <= rank < world:
+            raise ValueError(f"batch of {self.batch_size} pairs cannot be split into {world} equal parts (rank {rank})")
+        lo, hi = rank * self.batch_size // world, (rank + 1) * self.batch_size // world
+        firsts, seconds, first_draws, second_draws, pairs, boxes, owners = [], [], [], [], [], [], []
+        for grid in range(lo // self.per_grid, (hi - 1) // self.per_grid + 1):
+            rng = np.random.default_rng([base, step, grid])
+            idx = int(rng.integers(len(self.images.paths)))
             img = read_image(self.images.paths[idx])
             corners = sample_grid(rng, img.shape[2], img.shape[1], cfg.patch_size, cfg.gap, cfg.jitter)
-            patches = cut_patches(img, corners, cfg.patch_size)
             if cfg.pairs == "random_neighbour":
                 chosen = CENTRE_PAIRS[rng.integers(len(CENTRE_PAIRS), size=1)]
             else:
                 chosen = NEIGHBOUR_PAIRS[rng.permutation(len(NEIGHBOUR_PAIRS))[: self.per_grid]]
-            a, b, lab = (torch.as_tensor(chosen[:, k]) for k in range(3))
-            firsts.append(patches[a])
-            seconds.append(patches[b])
-            labels.append(lab)
-            xy = torch.as_tensor(corners)
-            box = torch.cat([xy, xy + cfg.patch_size], dim=1)  # (9, 4)
-            boxes.append(torch.stack([box[a], box[b]], dim=1))
-            owners.append(torch.full((len(a),), idx))
-        n = self.batch_size
-        first, second = torch.cat(firsts)[:n], torch.cat(seconds)[:n]
-        x = augment_patches(
-            torch.cat([first, second]), gen, cfg.chroma, cfg.pixelation_prob,
-            cfg.pixelation_min_side, cfg.pixelation_max_side, cfg.patch_rms,
-        )
+            k = len(chosen)
+            # draws for every pair of the grid, whichever of them this rank keeps,
+            # so that they (and the pairs) do not depend on the split
+            draws = draw_augmentation_numpy(rng, 2 * k, cfg.patch_size, cfg.chroma, cfg.pixelation_prob,
+                                            cfg.pixelation_min_side, cfg.pixelation_max_side)
+            first_pair = grid * self.per_grid
+            s0, s1 = max(lo, first_pair) - first_pair, min(hi, first_pair + k) - first_pair
+            chosen = chosen[s0:s1]
+            m = len(chosen)
+            need = np.concatenate([chosen[:, 0], chosen[:, 1]])
+            if len(need) < 9:  # random_neighbour: cut just the two patches
+                both = cut_patches(img, corners[need], cfg.patch_size)
+            else:
+                both = cut_patches(img, corners, cfg.patch_size)[torch.from_numpy(need)]
+            firsts.append(both[:m])
+            seconds.append(both[m:])
+            first_draws.append(draws.take(slice(s0, s1)))
+            second_draws.append(draws.take(slice(k + s0, k + s1)))
+            pairs.append(chosen)
+            box = np.concatenate([corners, corners + cfg.patch_size], axis=1)  # (9, 4)
+            boxes.append(np.stack([box[chosen[:, 0]], box[chosen[:, 1]]], axis=1))
+            owners.append(np.full(m, idx))
+        n = hi - lo
+        x = apply_augmentation(torch.cat(firsts + seconds), AugmentDraws.cat(first_draws + second_draws),
+                               cfg.chroma, cfg.patch_rms)
         return PairBatch(
             step=step,
             first=x[:n],
             second=x[n:],
-            labels=torch.cat(labels)[:n],
-            boxes=torch.cat(boxes)[:n],
-            image_index=torch.cat(owners)[:n],
+            labels=torch.from_numpy(np.concatenate(pairs)[:, 2].astype(np.int64)),
+            boxes=torch.from_numpy(np.concatenate(boxes).astype(np.int64)),
+            image_index=torch.from_numpy(np.concatenate(owners).astype(np.int64)),
         )
 
 
 class PairStream(torch.utils.data.IterableDataset):
-    """Batches for steps ``start..stop-1``; worker ``w`` of ``W`` makes steps ``t % W == w``.
+    """This rank's part of the batches for steps ``start..stop-1``; DataLoader worker
+    ``w`` of ``n`` makes steps ``t % n == w``.
 
     A DataLoader reads workers round-robin, so batches arrive in step order.
     """
 
-    def __init__(self, sampler: PairSampler, start: int, stop: int, rank: int = 0):
-        self.sampler, self.start, self.stop, self.rank = sampler, start, stop, rank
+    def __init__(self, sampler: PairSampler, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.sampler, self.start, self.stop, self.rank, self.world = sampler, start, stop, rank, world
 
     def __iter__(self) -> Iterator[PairBatch]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.start + wid, self.stop, nw):
-            yield self.sampler.batch(step, rank=self.rank)
+            yield self.sampler.batch(step, rank=self.rank, world=self.world)
 
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def pair_loader(sampler: PairSampler, start: int, stop: int, workers: int, rank: int = 0) -> torch.utils.data.DataLoader:
+def pair_loader(sampler: PairSampler, start: int, stop: int, workers: int, rank: int = 0,
+                world: int = 1) -> torch.utils.data.DataLoader:
     """A DataLoader over :class:`PairStream`; ``workers=0`` samples in the training process."""
     return torch.utils.data.DataLoader(
-        PairStream(sampler, start, stop, rank),
+        PairStream(sampler, start, stop, rank, world),
         batch_size=None,
         num_workers=workers,
         worker_init_fn=_worker_init if workers else None,

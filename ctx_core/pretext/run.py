@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctx_core import distributed
 from ctx_core.config import Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
@@ -15,7 +16,7 @@ from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, usable
 from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
 from ctx_core.pretext.train import distributed_from_env, pick_device, train
 from ctx_core.registry import ENCODER_FILE, register_version
-from ctx_core.tracking import stage_run, tracking_uri
+from ctx_core.tracking import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -77,17 +78,15 @@ def run_pretrain(
     train_paths, held_paths = split_held_out(usable.paths, cfg.held_out_fraction)
     train_images = ImageList(tuple(train_paths), tuple(size_of[p] for p in train_paths), usable.skipped)
     held_images = ImageList(tuple(held_paths), tuple(size_of[p] for p in held_paths), 0)
-    if cfg.batch_size % env.world:
-        raise UserError(f"pretrain.batch_size = {cfg.batch_size} must divide evenly over {env.world} processes")
-    sampler = PairSampler(train_images, cfg, batch_size=cfg.batch_size // env.world)
+    distributed.shard(cfg.batch_size, env, "pretrain.batch_size")  # fails before any run is opened
+    sampler = PairSampler(train_images, cfg)  # the global batch; each rank trains on its share
     held_sampler = PairSampler(held_images, cfg, batch_size=min(256, cfg.batch_size))
 
     out = settings.path(cfg.out)
     reports = settings.path(cfg.reports)
     data_version = dvc_dir_hash(root) if root.is_dir() else "unknown"
     tags = {"data_version": data_version, **(extra_tags or {})}
-    run_ctx = stage_run(settings, "pretrain", tags) if env.main else _no_run()
-    with run_ctx as run:
+    with distributed.stage_run_on_main(settings, "pretrain", tags, env) as run:
         run.log_params({**cfg.model_dump(mode="json"), "train_images": len(train_images.paths),
                         "held_out_images": len(held_images.paths), "skipped_images": usable.skipped,
                         "world_size": env.world})
@@ -152,15 +151,3 @@ def run_pretrain(
         steps=result.steps, pairs_per_second=result.pairs_per_second, data_version=data_version,
         reports=files, mlflow_run_id=run.run_id, registered_version=version,
     )
-
-
-class _no_run:
-    """Stand-in for ``stage_run`` on ranks other than 0: they log nothing."""
-
-    def __enter__(self):
-        from ctx_core.tracking import StageRun
-
-        return StageRun(None)
-
-    def __exit__(self, *exc) -> None:
-        return None

@@ -1,15 +1,22 @@
-"""The context-prediction training loop: seeded, resumable, DDP-ready.
+"""The context-prediction training loop: seeded, resumable, data-parallel under ``torchrun``.
 
 Checkpoints hold ``{model, optimizer, scheduler, step, rng, config}`` and are
 written atomically; because every batch is a pure function of
-``(seed, step, rank)``, a resumed run sees exactly the batches an
+``(seed, step, rank, world)``, a resumed run sees exactly the batches an
 uninterrupted run would have and, on the CPU, reproduces its losses.
+
+Under ``torchrun`` (DDP: gloo on the CPU, NCCL on GPUs) ``batch_size`` is the
+global batch: each of the ``W`` ranks trains on its ``B/W`` pairs of the same
+global batch, batch norm uses the statistics of the global batch
+(``ctx_core.distributed.global_batchnorm``), DDP averages the gradients and
+the logged loss and accuracy are those of the global batch, so the loss
+curve is that of one process with batch ``B`` up to float rounding.
+Only rank 0 writes checkpoints and calls ``on_log``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ctx_core import distributed
 from ctx_core.checkpoints import list_checkpoints, read_checkpoint, write_checkpoint
 from ctx_core.config import PretrainConfig
-from ctx_core.errors import UserError
+from ctx_core.distributed import Distributed
 from ctx_core.models.siamese import ContextPredictionNet
 from ctx_core.models.towers import build_tower
 from ctx_core.pretext.data import PairSampler, pair_loader
@@ -36,31 +43,13 @@ class NonFiniteLoss(RuntimeError):
     """Training diverged; the message names the step and the learning rate."""
 
 
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def distributed_from_env() -> Distributed:
-    """Rank and world size as ``torchrun`` sets them (a single process otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed()
-    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    """Rank and world size as ``torchrun`` sets them (see :func:`ctx_core.distributed.from_env`)."""
+    return distributed.from_env()
 
 
 def pick_device(cfg: PretrainConfig, env: Distributed) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("pretrain.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-        return torch.device("cuda", env.local_rank)
-    return torch.device("cpu")
+    return distributed.pick_device(cfg.device, env, "pretrain")
 
 
 def lr_factor(step: int, cfg: PretrainConfig) -> float:
@@ -136,10 +125,19 @@ def train(
     every ``cfg.log_every`` steps on rank 0.
     """
     env = distributed_from_env()
-    if env.world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
     device = pick_device(cfg, env)
-    model = build_model(cfg).to(device)
+    distributed.shard(sampler.batch_size, env, "pretrain.batch_size")
+    with distributed.process_group(env, device):
+        return _train(cfg, sampler, checkpoints, env, device, resume, on_log, progress, stop_after)
+
+
+def _train(cfg: PretrainConfig, sampler: PairSampler, checkpoints: Path, env: Distributed, device: torch.device,
+           resume: bool, on_log: Callable[[int, dict[str, float]], None] | None, progress: bool | None,
+           stop_after: int | None) -> TrainResult:
+    model = build_model(cfg)
+    if env.world > 1:
+        model = distributed.global_batchnorm(model, device)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
@@ -150,29 +148,26 @@ def train(
         for old in list_checkpoints(checkpoints):
             old.unlink()
     if resume:
-        state = load_checkpoint(checkpoints, cfg)
+        state = distributed.from_main(lambda: load_checkpoint(checkpoints, cfg), env)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(("MT19937", state["rng"]["numpy_keys"].numpy().astype(np.uint32), state["rng"]["numpy_pos"]))
         start = int(state["step"])
-    net: torch.nn.Module = model
-    if env.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net: torch.nn.Module = distributed.wrap_ddp(model, device)
     if cfg.compile:
         net = torch.compile(net)
     amp = cfg.amp and (device.type == "cuda" or torch.backends.mkldnn.is_available())
 
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    local_batch = sampler.batch_size
-    loader = pair_loader(sampler, start, stop, cfg.workers, rank=env.rank)
+    loader = pair_loader(sampler, start, stop, cfg.workers, rank=env.rank, world=env.world)
     result = TrainResult(model=model, start_step=start, steps=stop)
     model.train()
     bar = tqdm(total=stop - start, initial=0, desc="pretrain", unit="step",
                disable=(not env.main) or (True if progress is False else None))
     t0 = time.perf_counter()
-    window_loss, window_correct, window_n = 0.0, 0, 0
+    window_loss, window_correct, window_n = 0.0, 0.0, 0.0
     for batch in loader:
         step = batch.step
         first = batch.first.to(device, non_blocking=True)
@@ -184,9 +179,13 @@ def train(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(first, second)
             loss = F.cross_entropy(logits.float(), labels)
-        if not torch.isfinite(loss):
+        # the global batch's loss and accuracy, on every rank (one small all-reduce),
+        # so that a divergence stops all ranks at the same step
+        loss_sum, correct, n = distributed.all_sum(
+            [loss.item() * len(labels), float((logits.argmax(1) == labels).sum()), float(len(labels))], device)
+        if not math.isfinite(loss_sum):
             raise NonFiniteLoss(
-                f"pretraining loss became {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                f"pretraining loss became {loss_sum / n} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); "
                 f"lower pretrain.lr or turn off pretrain.amp"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -194,9 +193,9 @@ def train(
         optimizer.step()
         scheduler.step()
         done = step + 1
-        window_loss += loss.item() * len(labels)
-        window_correct += int((logits.argmax(1) == labels).sum())
-        window_n += len(labels)
+        window_loss += loss_sum
+        window_correct += correct
+        window_n += n
         bar.update(1)
         if done % cfg.log_every == 0 or done == stop:
             elapsed = time.perf_counter() - t0
@@ -204,20 +203,16 @@ def train(
                 "loss": window_loss / window_n,
                 "train_accuracy": window_correct / window_n,
                 "lr": scheduler.get_last_lr()[0],
-                "pairs_per_second": (done - start) * local_batch * env.world / max(elapsed, 1e-9),
+                "pairs_per_second": (done - start) * sampler.batch_size / max(elapsed, 1e-9),
             }
-            if env.world > 1:
-                vec = torch.tensor([metrics["loss"], metrics["train_accuracy"]], device=device)
-                dist.all_reduce(vec)
-                metrics["loss"], metrics["train_accuracy"] = (vec / env.world).tolist()
             result.history.append({"step": float(done), **metrics})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['train_accuracy']:.3f}")
             if on_log and env.main:
                 on_log(done, metrics)
-            window_loss, window_correct, window_n = 0.0, 0, 0
+            window_loss, window_correct, window_n = 0.0, 0.0, 0.0
         if env.main and (done % cfg.checkpoint_every == 0 or done == stop):
             result.last_checkpoint = save_checkpoint(checkpoints, done, model, optimizer, scheduler, cfg)
     bar.close()
     result.seconds = time.perf_counter() - t0
-    result.pairs_per_second = (stop - start) * local_batch * env.world / max(result.seconds, 1e-9)
+    result.pairs_per_second = (stop - start) * sampler.batch_size / max(result.seconds, 1e-9)
     return result

@@ -88,3 +88,21 @@ def test_lr_schedule_warmup_cosine_and_step():
     step = cfg.model_copy(update={"schedule": "step"})
     assert lr_factor(50, step) == 1.0 and lr_factor(80, step) == pytest.approx(0.1)
     assert lr_factor(100, step) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("kw", [dict(pairs_per_grid=6), dict(pairs="random_neighbour"),
+                                dict(pairs_per_grid=5, chroma="color_dropping")])
+def test_ranks_split_one_global_batch(synth_root, kw):
+    # the union of the ranks' slices is the 1-process batch, pair for pair, whatever the world size
+    cfg = tiny_cfg(batch_size=12, **kw)
+    sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
+    whole = sampler.batch(5)
+    assert len(whole.labels) == 12
+    for world in (2, 3, 4):
+        parts = [sampler.batch(5, rank=r, world=world) for r in range(world)]
+        assert all(len(p.labels) == 12 // world for p in parts)
+        for name in ("first", "second", "labels", "boxes", "image_index"):
+            assert torch.equal(torch.cat([getattr(p, name) for p in parts]), getattr(whole, name)), (world, name)
+    assert not torch.equal(sampler.batch(6).first, whole.first)
+    with pytest.raises(ValueError, match="cannot be split into 5"):
+        sampler.batch(5, rank=0, world=5)
