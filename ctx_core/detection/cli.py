@@ -13,10 +13,13 @@ from ctx_core.cli import settings_from_args
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ctx_core.detection.run import run_finetune
+    from ctx_core.distributed import from_env
 
     extra = [f"detection.steps={args.steps}"] if args.steps else []
     settings = settings_from_args(args, extra)
     result = run_finetune(settings, args.init, encoder_ref=args.encoder, resume=args.resume)
+    if not from_env().main:
+        return 0  # under torchrun, rank 0 reports
     for note in result.notes:
         print(f"ctx: note: {note}", file=sys.stderr)
     summary = {

@@ -1,7 +1,9 @@
 """Training batches and test images for the detector.
 
 A training batch is a pure function of ``(seed, step)``: resuming at step
-``t`` replays the batches an uninterrupted run would have seen. Images are
+``t`` replays the batches an uninterrupted run would have seen. Under
+``torchrun`` rank ``r`` of ``W`` loads images ``[r B/W, (r+1) B/W)`` of that
+global batch of ``B = batch_size``. Images are
 float (3, H, W) in [0, 1]; targets hold ``boxes`` float32 (K, 4) as
 torchvision wants them (0-based continuous pixels: VOC ``xmin - 1, ymin - 1,
 xmax, ymax``) and ``labels`` int64 (K,) in 1..C (0 is background).
@@ -78,14 +80,18 @@ class TrainingSet:
             raise NoTrainingObjects(f"the training split has {len(self.records)} images but no object of {len(self.classes)} classes "
                                     f"to train on (detection.train_difficult = {self.train_difficult})")
 
-    def batch(self, step: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-        """``batch_size`` images (drawn without replacement when there are enough) and their targets."""
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Images ``[rank B/world, (rank+1) B/world)`` of step ``step``'s global batch of
+        ``B = batch_size`` (drawn without replacement when there are enough) and their targets."""
+        if self.batch_size % world or not 0 <= rank < world:
+            raise ValueError(f"batch of {self.batch_size} images cannot be split into {world} equal parts (rank {rank})")
         rng = np.random.default_rng([self.seed, step])
         n = len(self.records)
         picks = rng.choice(n, size=self.batch_size, replace=self.batch_size > n)
         flips = rng.random(self.batch_size) < 0.5
+        share = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
         images, targets = [], []
-        for k, flip in zip(picks.tolist(), flips.tolist()):
+        for k, flip in zip(picks[share].tolist(), flips[share].tolist()):
             image = load_image(self.records[k])
             boxes, labels = self.targets[k]
             if self.flip and flip:

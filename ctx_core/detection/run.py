@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ctx_core import distributed
 from ctx_core.config import DetectionConfig, Settings
 from ctx_core.detection.data import TrainingSet, calibration_images, input_statistics
 from ctx_core.detection.evaluate import EvalResult, evaluate_detections
@@ -25,7 +26,7 @@ from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.models.towers import Tower, build_tower
 from ctx_core.registry import load_encoder_ref, register_version
-from ctx_core.tracking import stage_run, tracking_uri
+from ctx_core.tracking import tracking_uri
 
 INITS = ("context", "scratch", "context_rescaled")
 
@@ -109,14 +110,22 @@ def run_finetune(
     progress: bool | None = None,
     stop_after: int | None = None,
 ) -> FinetuneResult:
-    """Fine-tune a detector from ``init`` on ``detection.train_split``, score it on ``test_split``."""
+    """Fine-tune a detector from ``init`` on ``detection.train_split``, score it on ``test_split``.
+
+    Under ``torchrun`` every rank trains on its share of each global batch;
+    rank 0 alone then scores the test split, writes the detector, the results
+    files and the reports and logs to MLflow. The other ranks return a result
+    with ``mean_ap`` NaN and no files.
+    """
     cfg = settings.params.detection
+    env = distributed.from_env()
     if init not in INITS:
         raise UserError(f"init {init!r}: expected one of {', '.join(INITS)}")
     root = settings.path(cfg.input)
     train_split = read_detection_split(root, cfg.train_split)
     test_split = read_detection_split(root, cfg.test_split)
     classes = _split_classes(train_split, test_split)
+    distributed.shard(cfg.batch_size, env, "detection.batch_size")  # fails before any run is opened
     tower, encoder_version, chroma = load_tower(settings, init, encoder_ref)
     data = TrainingSet(train_split.images, classes, cfg.batch_size, cfg.seed, cfg.hflip, cfg.train_difficult)
 
@@ -139,17 +148,26 @@ def run_finetune(
     ckpt_config = {**cfg.model_dump(mode="json"), "init": init, "encoder_version": encoder_version,
                    "classes": classes, "data_version": data_version}
     tags = {"data_version": data_version, "init": init, "encoder_version": encoder_version, **(extra_tags or {})}
-    with stage_run(settings, "finetune", tags) as run:
+    with distributed.stage_run_on_main(settings, "finetune", tags, env) as run:
         run.set_tags({"mlflow.runName": f"finetune-{init}"})
         run.log_params({**cfg.model_dump(mode="json"), "init": init, "encoder": encoder_ref or cfg.encoder,
                         "arch": tower.arch, "train_images": len(train_split.images), "test_images": len(test_split.images),
-                        "classes": len(classes)})
+                        "classes": len(classes), "world_size": env.world})
         if rescale is not None:
             run.log_metrics({f"rescale_ratio_spread_{k}": max(r) / min(r) for k, r in
                              (("before", rescale.ratios_before), ("after", rescale.ratios_after))})
         trained = train_detector(model, data, cfg, out / "checkpoints", ckpt_config, resume=resume, progress=progress,
                                  stop_after=stop_after, desc=f"finetune {init}",
                                  on_log=lambda step, m: run.log_metrics(m, step=step))
+        if not env.main:
+            return FinetuneResult(
+                init=init, detector=out / DETECTOR_FILE, metric=cfg.metric, mean_ap=float("nan"), ap={},
+                steps=trained.steps, seconds_per_step=trained.seconds_per_step,
+                final_loss=trained.history[-1]["loss"] if trained.history else float("nan"),
+                train_images=len(train_split.images), test_images=len(test_split.images), data_version=data_version,
+                encoder_version=encoder_version, results_dir=out / "results", reports={}, notes=(),
+                mlflow_run_id=None, registered_version=None,
+            )
         detections = predict(model, test_split.images, classes, cfg, progress=progress)
         results_dir = out / "results"
         write_results(results_dir, cfg.test_split, detections)
