@@ -76,3 +76,44 @@ def test_kubernetes_executor_is_chosen_by_the_environment(monkeypatch):
     values = yaml.safe_load((ROOT / "infra/helm/values.yaml").read_text())
     env = values["dagster-user-deployments"]["deployments"][0]["env"]
     assert {"name": "CTX_DAGSTER_EXECUTOR", "value": "k8s"} in env
+
+
+def test_two_materialisations_of_one_asset_at_once_leave_one_whole_output(tmp_path, monkeypatch):
+    import threading
+
+    from ctx_core.config import load_params
+    from ctx_core.synth.run import run_synth
+
+    params = write_params(tmp_path, data={"synth": {"out": "data/synth", "reports": "reports/synth"}})
+    monkeypatch.setenv("CTX_PARAMS", str(params))
+    results, seen = [], []
+    real = run_synth
+
+    def watched(*args, **kwargs):  # records overlapping stage bodies, if the lock ever let two in
+        seen.append("start")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            seen.append("end")
+
+    monkeypatch.setattr("dagster_project.defs.synthetic_dataset.run_synth", watched)
+
+    def go():
+        results.append(dg.materialize(
+            [synthetic_voc], run_config={"ops": {"synthetic_voc": {"config": {"images": 12}}}},
+            resources=dagster_resources(), instance=dg.DagsterInstance.ephemeral(),
+        ))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.success for r in results] == [True, True]
+    assert seen == ["start", "end", "start", "end"]  # one after the other, never interleaved
+    out = tmp_path / "data" / "synth"
+    assert len(list((out / "JPEGImages").glob("*.jpg"))) == 12
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".synth.")]  # no partial or old copies left
+    versions = {r.asset_materializations_for_node("synthetic_voc")[0].metadata["data_version"].value for r in results}
+    assert versions == {dvc_dir_hash(out)}
+    assert load_params(params).params.data.synth.out == "data/synth"
