@@ -15,10 +15,7 @@ repository, each seeing what the other made.
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 
 import dagster as dg
 import mlflow
@@ -26,29 +23,11 @@ import pytest
 import yaml
 
 from ctx_core.config import load_params
-from tests.conftest import BIN, ROOT, dagster_resources
+from tests.conftest import BIN, ROOT, dagster_resources, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
 STAGES_WITH_RUNS = {"synth", "ingest", "pretrain", "extract", "discover", "finetune", "compare"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up (exit {proc.poll()})") from None
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +43,7 @@ def mlflow_server(tmp_path_factory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{uri}/health", proc)
+        wait_http(f"{uri}/health", proc, "mlflow server", timeout=120)
         yield uri
     finally:
         os.killpg(proc.pid, 15)

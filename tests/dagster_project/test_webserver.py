@@ -11,8 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BIN, ROOT, write_params
-from tests.test_two_doors import free_port, wait_http
+from tests.conftest import BIN, ROOT, free_port, wait_http, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +43,7 @@ def webserver(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/server_info", proc, seconds=180)
+        wait_http(f"{url}/server_info", proc, "dagster dev", timeout=180)
         yield url, params.parent
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -10,18 +10,15 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, free_port, wait_http
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|access_key|token|credential", re.IGNORECASE)
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")
@@ -46,26 +43,6 @@ def secret_like_values(tree: Any, path: str = "") -> list[str]:
         for i, value in enumerate(tree):
             found.extend(secret_like_values(value, f"{path}[{i}]"))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s") from None
-            time.sleep(0.3)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -9,7 +9,6 @@ The stages run without S3 credentials: MLflow artifacts go through the server
 (the compose stack's setup), which alone writes to the bucket."""
 
 import hashlib
-import json
 import shutil
 import subprocess
 import uuid

@@ -3,7 +3,6 @@ pushed to / pulled from an S3 DVC remote."""
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,17 +15,11 @@ from ctx_core.config import load_params
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.ingest.run import run_ingest
 from ctx_core.ingest.s3 import S3SourceError, list_objects, make_client
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, free_port
 from tests.ingest.conftest import ingest_settings, jpeg_bytes, noise
 from tests.ingest.test_voc import make_synth
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
