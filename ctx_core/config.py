@@ -133,6 +133,7 @@ class PretrainConfig(_Section):
     diagnostic_steps: int = Field(200, ge=0, description="chromatic-aberration diagnostic training steps; 0 = skip")
     log_every: int = Field(20, ge=1)
     workers: int = Field(1, ge=0, description="DataLoader worker processes; 0 = sample in the trainer")
+    image_cache_mb: int = Field(1024, ge=0, description="decoded images kept in memory by each sampler process; 0 = decode every time")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -137,6 +137,27 @@ class PairSampler:
         self.cfg = cfg
         self.batch_size = batch_size or cfg.batch_size
         self.per_grid = 1 if cfg.pairs == "random_neighbour" else min(cfg.pairs_per_grid, len(NEIGHBOUR_PAIRS))
+        self._cache: dict[int, torch.Tensor] = {}
+        self._cache_left = cfg.image_cache_mb * 2**20
+
+    def __getstate__(self) -> dict:
+        # a DataLoader worker gets the sampler without the decoded images: each fills its own
+        state = self.__dict__.copy()
+        state["_cache"], state["_cache_left"] = {}, self.cfg.image_cache_mb * 2**20
+        return state
+
+    def image(self, idx: int) -> torch.Tensor:
+        """Image ``idx`` decoded (uint8, 3 x H x W), kept while ``pretrain.image_cache_mb`` allows.
+
+        The first images decoded stay until the budget is spent (no eviction), so a
+        store that fits is decoded once per process and a larger one partly."""
+        img = self._cache.get(idx)
+        if img is None:
+            img = read_image(self.images.paths[idx])
+            if img.numel() <= self._cache_left:
+                self._cache[idx] = img
+                self._cache_left -= img.numel()
+        return img
 
     def batch(self, step: int, seed: int | None = None, rank: int = 0, world: int = 1) -> PairBatch:
         """Pairs ``[rank B/world, (rank+1) B/world)`` of step ``step``'s global batch of ``B = batch_size``."""
@@ -149,7 +170,7 @@ class PairSampler:
         for grid in range(lo // self.per_grid, (hi - 1) // self.per_grid + 1):
             rng = np.random.default_rng([base, step, grid])
             idx = int(rng.integers(len(self.images.paths)))
-            img = read_image(self.images.paths[idx])
+            img = self.image(idx)
             corners = sample_grid(rng, img.shape[2], img.shape[1], cfg.patch_size, cfg.gap, cfg.jitter)
             if cfg.pairs == "random_neighbour":
                 chosen = CENTRE_PAIRS[rng.integers(len(CENTRE_PAIRS), size=1)]

@@ -106,3 +106,27 @@ def test_ranks_split_one_global_batch(synth_root, kw):
     assert not torch.equal(sampler.batch(6).first, whole.first)
     with pytest.raises(ValueError, match="cannot be split into 5"):
         sampler.batch(5, rank=0, world=5)
+
+
+def test_decoded_image_cache_changes_nothing_but_speed(synth_root):
+    import pickle
+
+    paths = images(synth_root)
+    cached_cfg, plain_cfg = tiny_cfg(image_cache_mb=1024), tiny_cfg(image_cache_mb=0)
+    cached = PairSampler(usable_images(paths, cached_cfg), cached_cfg)
+    plain = PairSampler(usable_images(paths, plain_cfg), plain_cfg)
+    for step in (0, 1, 0):  # the second visit of step 0 reads from the cache
+        a, b = cached.batch(step), plain.batch(step)
+        assert torch.equal(a.first, b.first) and torch.equal(a.second, b.second) and torch.equal(a.labels, b.labels)
+    assert cached._cache and not plain._cache
+    # the budget is a hard limit: 1 MiB holds about a dozen 192-px images, not all 40
+    small_cfg = tiny_cfg(image_cache_mb=1)
+    small = PairSampler(usable_images(paths, small_cfg), small_cfg)
+    seen = set()
+    for step in range(8):
+        seen |= set(small.batch(step).image_index.tolist())
+    kept = sum(t.numel() for t in small._cache.values())
+    largest = max(t.numel() for t in cached._cache.values())
+    assert kept <= 2**20 < kept + largest and len(small._cache) < len(seen)
+    # a DataLoader worker starts with an empty cache (no copy of the parent's decoded images)
+    assert pickle.loads(pickle.dumps(cached))._cache == {}
