@@ -91,8 +91,10 @@ def headline(root: Path) -> list[str]:
     lines = []
     for path, entry in sorted(files.items()):
         data = entry.get("data", {})
-        flat = {f"{k}.{k2}" if isinstance(v, dict) else k: v2 if isinstance(v, dict) else v
-                for k, v in data.items() for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)])}
+        flat = dict(data)  # one level of nesting, as in discovery's {"learned": {...}}
+        for k, v in data.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
         for key, label in HEADLINES.items():
             if isinstance(flat.get(key), (int, float)):
                 who = f" [{data['init']}]" if "init" in data else ""

@@ -101,10 +101,9 @@ reingest_job = dg.define_asset_job(
 
 
 @dg.sensor(job=reingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           required_resource_keys={"storage"},
            description="Re-ingests when images in data.ingest.source are added, changed or removed.")
-def new_images_sensor(context: dg.SensorEvaluationContext):
-    settings = stage_settings([], context.resources.storage)
+def new_images_sensor(context: dg.SensorEvaluationContext, storage: ObjectStorage):
+    settings = stage_settings([], storage)
     try:
         fingerprint, files = source_fingerprint(settings)
     except UserError as exc:

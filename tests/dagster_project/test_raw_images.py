@@ -53,3 +53,29 @@ def test_launchpad_defaults_come_from_params_yaml():
     ingest = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["ingest"]
     assert fields["source"].default_value == ingest["source"]
     assert fields["max_pixels"].default_value == ingest["max_pixels"]
+
+
+def test_new_images_sensor_requests_a_reingest_only_when_the_source_changes(tmp_path, monkeypatch):
+    from ctx_core.config import load_params
+    from ctx_core.ingest.fingerprint import source_fingerprint
+    from dagster_project.defs.raw_images import new_images_sensor
+    from dagster_project.defs.resources import ObjectStorage
+
+    photos = make_mixed_folder(tmp_path / "photos")
+    params = write_params(tmp_path, data={"ingest": {"source": str(photos)}}, pretrain=SMALL_GRID)
+    monkeypatch.setenv("CTX_PARAMS", str(params))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate():
+        return new_images_sensor(dg.build_sensor_context(instance=instance, resources={"storage": ObjectStorage()}))
+
+    first = evaluate()  # never ingested: ingest
+    assert isinstance(first, dg.RunRequest)
+    fingerprint, _ = source_fingerprint(load_params(params))
+    assert first.run_key == f"source-{fingerprint}"
+    # what raw_images records after ingesting this source
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_images", metadata={"source_fingerprint": fingerprint}))
+    assert isinstance(evaluate(), dg.SkipReason)
+    (photos / "new.jpg").write_bytes((photos / sorted(p.name for p in photos.glob("*.jpg"))[0]).read_bytes())
+    again = evaluate()
+    assert isinstance(again, dg.RunRequest) and again.run_key != first.run_key
