@@ -15,7 +15,6 @@ its encoder gets ``compare.encoder_alias``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import tempfile
@@ -27,7 +26,7 @@ from ctx_core.checks import detector_problem, encoder_problem
 from ctx_core.config import Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
-from ctx_core.registry import ENCODER_FILE, download
+from ctx_core.registry import ENCODER_FILE, download, weights_digest
 from ctx_core.tracking import check_reachable, stage_run, tracking_uri
 
 
@@ -89,15 +88,17 @@ class _EncoderIndex:
 
     def by_digest(self) -> dict[str, Any]:
         if self._by_digest is None:
-            self._by_digest = {}
+            # versions registered by ctx pretrain carry the digest; older ones are downloaded and hashed
+            self._by_digest = {v.tags["weights_sha256"]: v for v in self.versions if "weights_sha256" in v.tags}
             with tempfile.TemporaryDirectory() as tmp:
                 for v in self.versions:
+                    if "weights_sha256" in v.tags:
+                        continue
                     try:
                         local = download(f"{v.source.rstrip('/')}/{ENCODER_FILE}", f"{tmp}/{v.version}", self.uri)
                     except Exception:  # noqa: BLE001 - a version whose weights are gone cannot match a digest
                         continue
-                    digest = hashlib.sha256(local.read_bytes()).hexdigest()[:12]
-                    self._by_digest.setdefault(digest, v)
+                    self._by_digest.setdefault(weights_digest(local), v)
         return self._by_digest
 
     def resolve(self, tag: str):

@@ -27,6 +27,14 @@ class RegistryError(UserError):
     """A registry reference that does not resolve."""
 
 
+def weights_digest(path: Path) -> str:
+    """The short sha256 of a weights file: how a detector names an encoder given as a path
+    (``file:<digest>``) and the ``weights_sha256`` tag of a registered encoder version."""
+    from ctx_core.fsutil import file_digest
+
+    return file_digest(path, "sha256")[:12]
+
+
 def register_version(client, name: str, run_id: str, artifact_dir: str, tags: dict[str, Any], description: str = ""):
     """Register ``runs:/<run_id>/<artifact_dir>`` as a new version of ``name``; returns the version."""
     from mlflow.exceptions import MlflowException

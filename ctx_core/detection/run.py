@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from ctx_core.detection.voc import DetectionSplit, read_detection_split
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.models.towers import Tower, build_tower
-from ctx_core.registry import load_encoder_ref, register_version
+from ctx_core.registry import load_encoder_ref, register_version, weights_digest
 from ctx_core.tracking import tracking_uri
 
 INITS = ("context", "scratch", "context_rescaled")
@@ -81,8 +80,7 @@ def load_tower(settings: Settings, init: str, encoder_ref: str | None) -> tuple[
     chroma = str(meta.get("chroma", "none"))
     if "registry_version" in meta:
         return tower, f"{meta['registry_name']}/{meta['registry_version']}", chroma
-    digest = hashlib.sha256(Path(ref).read_bytes()).hexdigest()[:12]
-    return tower, f"file:{digest}", chroma
+    return tower, f"file:{weights_digest(Path(ref))}", chroma
 
 
 def _network_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> list[torch.Tensor]:

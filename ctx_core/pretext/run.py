@@ -15,7 +15,7 @@ from ctx_core.pretext.chroma_diagnostic import chroma_diagnostic
 from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, usable_images
 from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
 from ctx_core.pretext.train import distributed_from_env, pick_device, train
-from ctx_core.registry import ENCODER_FILE, register_version
+from ctx_core.registry import ENCODER_FILE, register_version, weights_digest
 from ctx_core.tracking import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -143,6 +143,7 @@ def run_pretrain(
             version = str(register_version(client, cfg.registered_model, run.run_id, "encoder", {
                 "data_version": data_version, "arch": cfg.arch, "chroma": cfg.chroma,
                 "patch_size": cfg.patch_size, "held_out_accuracy": f"{accuracy:.4f}", "steps": result.steps,
+                "weights_sha256": weights_digest(encoder),
             }, description=f"{cfg.arch} tower, {cfg.chroma}, held-out pretext accuracy {accuracy:.3f}").version)
             run.set_tags({"registered_version": version})
     return PretrainResult(

@@ -29,7 +29,7 @@ def registry(tmp_path):
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("ctx-pipeline", artifact_location=(tmp_path / "art").as_uri())
 
-    def encoder(accuracy, weights):
+    def encoder(accuracy, weights, tagged):
         run = client.create_run(exp)
         client.log_param(run.info.run_id, "eval_pairs", 2048)
         path = tmp_path / f"w{weights}" / "encoder.pt"
@@ -37,12 +37,15 @@ def registry(tmp_path):
         path.write_bytes(bytes([weights]) * 64)
         client.log_artifact(run.info.run_id, str(path), "encoder")
         client.set_terminated(run.info.run_id)
-        v = register_version(client, "ctx-encoder", run.info.run_id, "encoder", {"held_out_accuracy": accuracy})
         import hashlib
-        return v, "file:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
-    good, good_file = encoder(0.39, 1)       # well above chance
-    bad, bad_file = encoder(0.13, 2)         # chance level
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        tags = {"held_out_accuracy": accuracy, **({"weights_sha256": digest} if tagged else {})}
+        return register_version(client, "ctx-encoder", run.info.run_id, "encoder", tags), f"file:{digest}"
+
+    # found by its weights_sha256 tag (as ctx pretrain registers), or by downloading and hashing (older versions)
+    good, good_file = encoder(0.39, 1, tagged=True)    # well above chance
+    bad, bad_file = encoder(0.13, 2, tagged=False)     # chance level
 
     def detector(init, enc, aps, data=current, status="FINISHED"):
         run = client.create_run(exp)

@@ -41,6 +41,9 @@ def test_pretrain_logs_registers_and_reloads(synth_root, tmp_path):
     assert version.tags["arch"] == "compact" and version.tags["chroma"] == "projection"
     assert float(version.tags["held_out_accuracy"]) == pytest.approx(result.held_out_accuracy, abs=1e-4)
     assert version.tags["data_version"] == run.data.tags["data_version"]
+    import hashlib
+
+    assert version.tags["weights_sha256"] == hashlib.sha256(result.encoder.read_bytes()).hexdigest()[:12]
 
     tower, meta = load_encoder_ref(f"models:/ctx-encoder/{result.registered_version}", uri, arch="compact")
     assert tower.feature_dim == 512 and meta["registry_version"] == result.registered_version
