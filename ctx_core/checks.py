@@ -9,22 +9,35 @@ from __future__ import annotations
 
 import math
 
-CHANCE = 1 / 8  # eight relative positions
+import numpy as np
+
+CHANCE = 1 / 8  # eight relative positions, equally frequent (pairs: random_neighbour)
 
 
-def chance_threshold(pairs: int) -> float:
+def chance_accuracy(confusion: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent true label of the
+    evaluated pairs (rows of ``confusion``): what a net that ignores the patches
+    can reach. 1/8 when the labels are balanced; with all 40 ordered pairs of
+    a grid, 6 pairs per axis direction and 4 per diagonal, it is 6/40 = 0.15."""
+    total = confusion.sum()
+    return float(confusion.sum(axis=1).max() / total) if total else CHANCE
+
+
+def chance_threshold(pairs: int, chance: float = CHANCE) -> float:
     """Pretext accuracy an encoder must beat: chance plus two binomial standard
     errors over ``pairs`` held-out pairs, so a lucky untrained net does not pass."""
-    return CHANCE + 2 * math.sqrt(CHANCE * (1 - CHANCE) / max(int(pairs), 1))
+    return chance + 2 * math.sqrt(chance * (1 - chance) / max(int(pairs), 1))
 
 
-def encoder_problem(accuracy: float | None, pairs: int) -> str | None:
-    """Why an encoder fails its gate, or None when it passes."""
+def encoder_problem(accuracy: float | None, pairs: int, chance: float | None = None) -> str | None:
+    """Why an encoder fails its gate, or None when it passes (``chance`` defaults to 1/8)."""
     if accuracy is None or not math.isfinite(accuracy):
         return "no finite held-out pretext accuracy"
-    threshold = chance_threshold(pairs)
+    chance = CHANCE if chance is None or not math.isfinite(chance) else max(chance, CHANCE)
+    threshold = chance_threshold(pairs, chance)
     if accuracy <= threshold:
-        return f"pretext accuracy {accuracy:.3f} is not above chance ({threshold:.3f} over {pairs} pairs)"
+        return (f"pretext accuracy {accuracy:.3f} is not above chance ({chance:.3f} + 2 SE = {threshold:.3f} "
+                f"over {pairs} pairs)")
     return None
 
 

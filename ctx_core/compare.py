@@ -112,11 +112,16 @@ class _EncoderIndex:
 
     def problem(self, version) -> str | None:
         accuracy = _float(version.tags.get("held_out_accuracy"))
-        try:
-            pairs = int(self.client.get_run(version.run_id).data.params.get("eval_pairs", 0))
-        except Exception:  # noqa: BLE001 - a deleted run: judge against the strictest margin
-            pairs = 0
-        problem = encoder_problem(accuracy, pairs)
+        chance = _float(version.tags.get("chance_accuracy"))
+        pairs = int(version.tags.get("eval_pairs", 0) or 0)
+        if not pairs or not math.isfinite(chance):
+            try:
+                run = self.client.get_run(version.run_id).data
+                pairs = pairs or int(float(run.metrics.get("eval_pairs", run.params.get("eval_pairs", 0))))
+                chance = chance if math.isfinite(chance) else _float(run.metrics.get("chance_accuracy"))
+            except Exception:  # noqa: BLE001 - a deleted run: judge against the strictest margin
+                pairs = pairs or 0
+        problem = encoder_problem(accuracy, pairs, chance)
         return f"encoder {self.name}/{version.version}: {problem}" if problem else None
 
 

@@ -2,7 +2,10 @@
 
 import math
 
-from ctx_core.checks import CHANCE, chance_threshold, detector_problem, encoder_problem
+import numpy as np
+
+from ctx_core.checks import CHANCE, chance_accuracy, chance_threshold, detector_problem, encoder_problem
+from ctx_core.pretext.grid import NEIGHBOUR_PAIRS
 
 
 def test_chance_threshold_is_two_standard_errors_above_one_eighth():
@@ -18,6 +21,25 @@ def test_encoder_gate():
     assert "not above chance" in encoder_problem(0.20, 16)   # 0.2 over 16 pairs is luck
     assert "no finite" in encoder_problem(float("nan"), 2048)
     assert "no finite" in encoder_problem(None, 2048)
+
+
+def test_chance_is_the_most_frequent_labels_share():
+    # all 40 ordered pairs of a grid: 6 per axis direction (3 rows x 2), 4 per diagonal (2 x 2 blocks)
+    counts = np.bincount(NEIGHBOUR_PAIRS[:, 2], minlength=8)
+    assert counts.tolist() == [4, 6, 4, 6, 6, 4, 6, 4]
+    # a net answering "R" whatever the patches: right on every R pair, wrong elsewhere
+    labels = np.tile(NEIGHBOUR_PAIRS[:, 2], 205)
+    confusion = np.zeros((8, 8), np.int64)
+    np.add.at(confusion, (labels, np.full_like(labels, 4)), 1)
+    accuracy = np.trace(confusion) / confusion.sum()
+    assert accuracy == 6 / 40 == chance_accuracy(confusion)
+    # it clears 1/8 + 2 SE, so the gate measures chance as that share, not as 1/8
+    assert accuracy > chance_threshold(len(labels))
+    assert "not above chance (0.150" in encoder_problem(accuracy, len(labels), chance_accuracy(confusion))
+    assert encoder_problem(0.30, len(labels), chance_accuracy(confusion)) is None
+    balanced = np.full((8, 8), 3)
+    assert chance_accuracy(balanced) == CHANCE and chance_accuracy(np.zeros((8, 8))) == CHANCE
+    assert encoder_problem(0.13, 2048, 0.10) == encoder_problem(0.13, 2048)  # never below 1/8
 
 
 def test_detector_gate():

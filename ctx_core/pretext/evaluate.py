@@ -29,7 +29,7 @@ def pretext_accuracy(
     while confusion.sum() < n_pairs:
         batch = sampler.batch(step, seed=seed)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(batch.first.to(device), batch.second.to(device))
+            logits = model(batch.patches.to(device), batch.pair_index.to(device))
         pred = logits.argmax(1).cpu().numpy()
         np.add.at(confusion, (batch.labels.numpy(), pred), 1)
         step += 1
@@ -62,7 +62,8 @@ def confusion_plot(confusion: np.ndarray, path: Path, title: str) -> Path:
     return path
 
 
-def curves_plot(history: Sequence[dict[str, float]], held_out: float | None, path: Path) -> Path:
+def curves_plot(history: Sequence[dict[str, float]], held_out: float | None, path: Path,
+                chance: float = 0.125) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +78,7 @@ def curves_plot(history: Sequence[dict[str, float]], held_out: float | None, pat
     ax2.plot(steps, [h["train_accuracy"] for h in history], label="train (running)")
     if held_out is not None:
         ax2.axhline(held_out, color="C1", ls="--", label=f"held-out {held_out:.3f}")
-    ax2.axhline(0.125, color="grey", ls=":", label="chance 0.125")
+    ax2.axhline(chance, color="grey", ls=":", label=f"chance {chance:.3f} (most frequent label)")
     ax2.set_ylim(0, 1)
     ax2.set_xlabel("step")
     ax2.set_title("pretext accuracy")

@@ -19,7 +19,7 @@ def test_tower_interface_shapes(arch, patch, trunk_channels, feature_dim):
     assert tower.pooled(x).shape == (3, tower.pool5_dim)
     assert tower(x).shape == (3, feature_dim) and tower.feature_dim == feature_dim
     net = ContextPredictionNet(tower).eval()
-    assert net(x, x).shape == (3, 8)
+    assert net.pairs(x, x).shape == (3, 8)
 
 
 def test_paper_tower_follows_the_paper():
@@ -37,7 +37,7 @@ def test_siamese_towers_share_weights():
     net = ContextPredictionNet(build_tower("compact", 32))
     # one tower module: gradients from both patches land in the same parameters
     a, b = torch.randn(4, 3, 32, 32, requires_grad=True), torch.randn(4, 3, 32, 32)
-    net(a, b).sum().backward()
+    net.pairs(a, b).sum().backward()
     assert net.tower.trunk[0].weight.grad is not None
     assert len([m for m in net.modules() if isinstance(m, type(net.tower))]) == 1
 

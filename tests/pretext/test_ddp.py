@@ -21,9 +21,12 @@ from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow
 
-# 32 pairs in grids of 6: each rank's 16 pairs end or start inside a grid.
+# 32 pairs in grids of 8: each rank trains on 2 whole grids, so every patch is
+# embedded once over all ranks and global batch norm sees the 1-process batch
+# (a grid split between ranks embeds the patches both halves use on both;
+# test_train.py checks that the pairs themselves split exactly either way).
 # SGD at lr 0.01 (the paper's): see LOSS_TOLERANCE for why not AdamW here.
-SMALL = {"steps": 6, "batch_size": 32, "pairs_per_grid": 6, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 3,
+SMALL = {"steps": 6, "batch_size": 32, "pairs_per_grid": 8, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 3,
          "workers": 0, "eval_pairs": 32, "held_out_fraction": 0.25, "diagnostic_steps": 0, "amp": False,
          "optimizer": "sgd", "lr": 0.01}
 

@@ -88,3 +88,55 @@ def test_sampler_labels_match_patch_positions(tmp_path):
     assert torch.equal(again.first, batch.first) and torch.equal(again.labels, batch.labels)
     other = PairSampler(ImageList((path,), ((200, 160),), 0), cfg).batch(step=4)
     assert not torch.equal(other.first, batch.first)
+
+
+def test_a_grid_cuts_and_augments_each_patch_once(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    pixels = np.random.default_rng(2).integers(0, 255, (160, 200, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    cfg = PretrainConfig(patch_size=16, gap=8, jitter=2, batch_size=80, pairs_per_grid=40, pixelation_prob=0.5,
+                         pixelation_min_side=2, pixelation_max_side=8)
+    batch = PairSampler(ImageList((path,), ((200, 160),), 0), cfg).batch(step=1)
+    # 2 grids of 40 pairs: 9 patches each, every one used by 2 to 8 pairs as first and as second
+    assert batch.patches.shape == (18, 3, 16, 16) and batch.pair_index.shape == (80, 2)
+    for g in range(2):
+        rows = batch.pair_index[40 * g: 40 * (g + 1)]
+        assert set(rows.flatten().tolist()) == set(range(9 * g, 9 * g + 9))
+    # a patch appears identically (same pixelation draw) in every pair using it, at its box
+    boxes = batch.boxes.reshape(-1, 4).tolist()
+    rows = batch.pair_index.reshape(-1).tolist()
+    where = {}
+    for row, box in zip(rows, boxes):
+        assert where.setdefault(row, box) == box
+    # and the unpixelated ones are the projected, normalised crops (NumPy reference)
+    a = np.array([[-1.0, 2.0, -1.0]])
+    proj = np.eye(3) - a.T @ a / (a @ a.T)
+    plain = 0
+    for row, (x0, y0, x1, y1) in where.items():
+        crop = pixels[y0:y1, x0:x1].astype(np.float64) @ proj.T
+        crop -= crop.mean(axis=(0, 1))
+        crop *= 50.0 / np.sqrt((crop**2).mean())
+        if np.allclose(batch.patches[row].permute(1, 2, 0).numpy(), crop, atol=1e-3):
+            plain += 1
+    assert 4 <= plain < 18  # about half are pixelated (p = 0.5)
+    assert torch.equal(batch.first[0], batch.patches[batch.pair_index[0, 0]])
+
+
+def test_shared_patches_give_the_logits_of_separate_pairs(tmp_path):
+    from PIL import Image
+
+    from ctx_core.models.siamese import ContextPredictionNet
+    from ctx_core.models.towers import build_tower
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (160, 200, 3), dtype=np.uint8)).save(path)
+    cfg = PretrainConfig(patch_size=32, gap=16, jitter=2, batch_size=40, pairs_per_grid=40)
+    batch = PairSampler(ImageList((path,), ((200, 160),), 0), cfg).batch(step=0)
+    torch.manual_seed(0)
+    net = ContextPredictionNet(build_tower("compact", 32)).eval()
+    with torch.no_grad():
+        shared = net(batch.patches, batch.pair_index)
+        separate = net.pairs(batch.first, batch.second)
+    assert torch.allclose(shared, separate, atol=1e-5)
