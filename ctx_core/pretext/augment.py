@@ -94,14 +94,15 @@ def pixelate(
     return _pixelate(x, hit, sides)
 
 
-def _pixelate(x: torch.Tensor, hit: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
-    """:func:`pixelate` with its draws given: ``hit`` bool (N,), ``sides`` (N,) in 1..P-1."""
+def _pixelate(x: torch.Tensor, hit: torch.Tensor, sides: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """:func:`pixelate` with its draws given: ``hit`` bool (N,), ``sides`` (N,) in 1..P-1;
+    ``inplace`` writes into ``x`` (a tensor the caller owns) instead of a copy."""
     p = x.shape[-1]
     if not hit.any() or p <= 1:
         return x
     idx = torch.nonzero(hit).flatten()
     mats = _pixelation_matrices(p).to(x)[sides[idx] - 1][:, None]  # (k, 1, P, P)
-    out = x.clone()
+    out = x if inplace else x.clone()
     out.index_copy_(0, idx, mats @ x[idx] @ mats.transpose(-1, -2))
     return out
 
@@ -162,7 +163,7 @@ def draw_augmentation_numpy(rng: np.random.Generator, n: int, patch: int, chroma
 
 def apply_augmentation(patches: torch.Tensor, draws: AugmentDraws, chroma: str, rms: float) -> torch.Tensor:
     """uint8 ``(N, 3, P, P)`` patches -> float32 network inputs, with the random choices ``draws``."""
-    x = _pixelate(patches.float(), draws.hit, draws.sides)
+    x = _pixelate(patches.float(), draws.hit, draws.sides, inplace=True)  # .float() made a new tensor
     if chroma == "projection":
         x = project_colour(x)
     elif chroma == "color_dropping":
