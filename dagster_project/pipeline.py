@@ -73,7 +73,7 @@ def report_dvc_runs() -> int:
 
 
 HEADLINES = {
-    "held_out_accuracy": "pretext accuracy (held out, chance 0.125)",
+    "held_out_accuracy": "pretext accuracy (held out; chance_accuracy in the file)",
     "mAP": "detection mAP",
     "learned.max_coverage": "discovery: max coverage (learned features)",
     "learned.purity_coverage_area": "discovery: purity-coverage area (learned)",

@@ -25,7 +25,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     summary = {
         "encoder": str(result.encoder),
         "held_out_accuracy": result.held_out_accuracy,
-        "chance": 0.125,
+        "chance": result.chance_accuracy,
         "train_images": result.train_images,
         "held_out_images": result.held_out_images,
         "skipped_images": result.skipped_images,
@@ -38,7 +38,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"held-out pretext accuracy {result.held_out_accuracy:.3f} (chance 0.125) after {result.steps} steps "
+        print(f"held-out pretext accuracy {result.held_out_accuracy:.3f} (chance {result.chance_accuracy:.3f}, "
+              f"the most frequent label's share) after {result.steps} steps "
               f"on {result.train_images} images ({result.skipped_images} skipped); encoder {result.encoder}")
     return 0
 

@@ -35,6 +35,7 @@ class PretrainResult:
     reports: dict[str, Path]
     mlflow_run_id: str | None
     registered_version: str | None
+    chance_accuracy: float = float("nan")  # the most frequent held-out label's share (metrics.json)
 
 
 def pretrain_image_paths(root: Path, splits: tuple[str, ...]) -> list[Path]:
@@ -153,5 +154,5 @@ def run_pretrain(
         encoder=encoder, held_out_accuracy=accuracy, train_images=len(train_images.paths),
         held_out_images=len(held_images.paths), skipped_images=usable.skipped,
         steps=result.steps, pairs_per_second=result.pairs_per_second, data_version=data_version,
-        reports=files, mlflow_run_id=run.run_id, registered_version=version,
+        reports=files, mlflow_run_id=run.run_id, registered_version=version, chance_accuracy=chance,
     )

@@ -53,7 +53,7 @@ def context_encoder(context: dg.AssetExecutionContext, config: PretrainRunConfig
         "encoder": dg.MetadataValue.path(str(result.encoder)),
         "reports": dg.MetadataValue.path(str(result.reports["metrics"].parent)),
         "held_out_accuracy": result.held_out_accuracy,
-        "chance_accuracy": json.loads(result.reports["metrics"].read_text())["chance_accuracy"],
+        "chance_accuracy": result.chance_accuracy,
         "steps": result.steps,
         "pairs_per_second": result.pairs_per_second,
         "train_images": result.train_images,

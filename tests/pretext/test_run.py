@@ -29,6 +29,8 @@ def test_pretrain_logs_registers_and_reloads(synth_root, tmp_path):
         assert result.reports[name].is_file()
     metrics = json.loads(result.reports["metrics"].read_text())
     assert metrics["steps"] == 6 and metrics["held_out_accuracy"] == result.held_out_accuracy
+    # chance: the most frequent label's share of the evaluated pairs (8 random pairs of 40 per grid here)
+    assert metrics["chance_accuracy"] == result.chance_accuracy >= 0.125
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = mlflow.MlflowClient(uri)
