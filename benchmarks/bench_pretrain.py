@@ -35,31 +35,41 @@ from ctx_core.pretext.train import build_model
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PROJECTION = np.eye(3) - np.array([[-1.0, 2.0, -1.0]]).T @ np.array([[-1.0, 2.0, -1.0]]) / 6.0
+
+
+def pil_patch(img: Image.Image, cell: int, origin: tuple[int, int], cfg: PretrainConfig,
+              rng: np.random.Generator) -> torch.Tensor:
+    """One jittered patch of grid ``cell`` cut with PIL, pixelated with probability
+    ``pixelation_prob``, projected and normalised with NumPy: (3, P, P) float32."""
+    p, pitch, j = cfg.patch_size, cfg.patch_size + cfg.gap, cfg.jitter
+    x = origin[0] + (cell % 3) * pitch + rng.integers(-j, j + 1)
+    y = origin[1] + (cell // 3) * pitch + rng.integers(-j, j + 1)
+    patch = img.crop((x, y, x + p, y + p))
+    if rng.random() < cfg.pixelation_prob:
+        s = int(rng.integers(cfg.pixelation_min_side, min(cfg.pixelation_max_side, p - 1) + 1))
+        patch = patch.resize((s, s), Image.BOX).resize((p, p), Image.BILINEAR)
+    arr = np.asarray(patch, np.float32) @ PROJECTION.T
+    arr -= arr.mean(axis=(0, 1))
+    arr *= cfg.patch_rms / max(np.sqrt((arr**2).mean()), 1e-6)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def pil_grid(paths: list[Path], cfg: PretrainConfig, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int]]:
+    """A decoded random image and a random grid origin on it."""
+    img = Image.open(paths[rng.integers(len(paths))]).convert("RGB")
+    j, extent = cfg.jitter, grid_extent(cfg.patch_size, cfg.gap, cfg.jitter)
+    return img, (int(rng.integers(j, img.width - extent + j + 1)), int(rng.integers(j, img.height - extent + j + 1)))
+
+
 def pil_reference_pairs(paths: list[Path], cfg: PretrainConfig, n: int, seed: int = 0) -> float:
     """The recipe written the obvious way: one PIL image and one pair per sample."""
     rng = np.random.default_rng(seed)
-    a = np.array([[-1.0, 2.0, -1.0]])
-    proj = np.eye(3) - a.T @ a / (a @ a.T)
-    p, pitch, j = cfg.patch_size, cfg.patch_size + cfg.gap, cfg.jitter
-    extent = grid_extent(p, cfg.gap, j)
     t0 = time.perf_counter()
     for _ in range(n):
-        img = Image.open(paths[rng.integers(len(paths))]).convert("RGB")
-        w, h = img.size
-        ox, oy = rng.integers(j, w - extent + j + 1), rng.integers(j, h - extent + j + 1)
+        img, origin = pil_grid(paths, cfg, rng)
         first, second, _label = NEIGHBOUR_PAIRS[rng.integers(len(NEIGHBOUR_PAIRS))]
-        patches = []
-        for cell in (first, second):
-            x = ox + (cell % 3) * pitch + rng.integers(-j, j + 1)
-            y = oy + (cell // 3) * pitch + rng.integers(-j, j + 1)
-            patch = img.crop((x, y, x + p, y + p))
-            if rng.random() < cfg.pixelation_prob:
-                s = int(rng.integers(cfg.pixelation_min_side, min(cfg.pixelation_max_side, p - 1) + 1))
-                patch = patch.resize((s, s), Image.BOX).resize((p, p), Image.BILINEAR)
-            arr = np.asarray(patch, np.float32) @ proj.T
-            arr -= arr.mean(axis=(0, 1))
-            arr *= cfg.patch_rms / max(np.sqrt((arr**2).mean()), 1e-6)
-            patches.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
+        _pair = [pil_patch(img, cell, origin, cfg, rng) for cell in (first, second)]
     return n / (time.perf_counter() - t0)
 
 
@@ -67,30 +77,12 @@ def pil_grid_reference_pairs(paths: list[Path], cfg: PretrainConfig, n: int, see
     """The recipe with PIL, one grid per sample: one decode, 9 crops and 9 augmentations
     shared by the grid's ``pairs_per_grid`` pairs (what the vectorised sampler does)."""
     rng = np.random.default_rng(seed)
-    a = np.array([[-1.0, 2.0, -1.0]])
-    proj = np.eye(3) - a.T @ a / (a @ a.T)
-    p, pitch, j = cfg.patch_size, cfg.patch_size + cfg.gap, cfg.jitter
-    extent = grid_extent(p, cfg.gap, j)
     made = 0
     t0 = time.perf_counter()
     while made < n:
-        img = Image.open(paths[rng.integers(len(paths))]).convert("RGB")
-        w, h = img.size
-        ox, oy = rng.integers(j, w - extent + j + 1), rng.integers(j, h - extent + j + 1)
+        img, origin = pil_grid(paths, cfg, rng)
         chosen = NEIGHBOUR_PAIRS[rng.permutation(len(NEIGHBOUR_PAIRS))[: cfg.pairs_per_grid]]
-        patches = []
-        for cell in range(9):
-            x = ox + (cell % 3) * pitch + rng.integers(-j, j + 1)
-            y = oy + (cell // 3) * pitch + rng.integers(-j, j + 1)
-            patch = img.crop((x, y, x + p, y + p))
-            if rng.random() < cfg.pixelation_prob:
-                s = int(rng.integers(cfg.pixelation_min_side, min(cfg.pixelation_max_side, p - 1) + 1))
-                patch = patch.resize((s, s), Image.BOX).resize((p, p), Image.BILINEAR)
-            arr = np.asarray(patch, np.float32) @ proj.T
-            arr -= arr.mean(axis=(0, 1))
-            arr *= cfg.patch_rms / max(np.sqrt((arr**2).mean()), 1e-6)
-            patches.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
-        stacked = torch.stack(patches)
+        stacked = torch.stack([pil_patch(img, cell, origin, cfg, rng) for cell in range(9)])
         _first, _second = stacked[chosen[:, 0]], stacked[chosen[:, 1]]
         made += len(chosen)
     return made / (time.perf_counter() - t0)
