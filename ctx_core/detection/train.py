@@ -1,9 +1,9 @@
-"""The detector's training loop and inference, in the shape of torchvision's
-``references/detection`` (``train_one_epoch`` / ``evaluate``), step-based.
+"""Detector fine-tuning: the shared loop (:mod:`ctx_core.training`) with torchvision's
+detection losses as its step; and inference.
 
-SGD with momentum, linear warm-up then x0.1 steps; bf16 autocast on CUDA;
-checkpoints ``{model, optimizer, scheduler, step, config}`` written
-atomically every ``checkpoint_every`` steps.
+SGD with momentum, linear warm-up from 1/1000 then x0.1 steps at
+``lr_decay_at`` (torchvision's ``references/detection`` recipe); bf16
+autocast on CUDA.
 
 A step's loss is the mean over its ``batch_size`` images of each image's
 Faster R-CNN loss, with one forward and backward pass per image (gradients
@@ -16,17 +16,13 @@ images of the same global batch, compute the one-process step up to float
 rounding. (torchvision's batched forward would pad images to a common size
 and draw every image's samples from one stream, both of which depend on how
 the batch is split; on the CPU one image per pass is also faster, having no padding.)
-Only rank 0 writes checkpoints and calls ``on_log``; losses are reduced over ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -34,19 +30,17 @@ from torch import nn
 from tqdm import tqdm
 
 from ctx_core import distributed
-from ctx_core.checkpoints import read_checkpoint, write_checkpoint
 from ctx_core.config import DetectionConfig
 from ctx_core.detection.data import TrainingSet, load_image, torchvision_to_voc
 from ctx_core.detection.evaluate import ClassDetections
-from ctx_core.detection.voc import ImageRecord
-from ctx_core.errors import UserError
+from ctx_core.store.labelled import ImageRecord
+from ctx_core.training import LoopResult, LoopSettings, Method, Schedule, StepSums, fit, milestone_steps
 
 # Settings that may change between a checkpoint and its resumption.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "device", "amp", "inits", "reports", "registered_model"}
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "log_every", "device", "amp", "inits", "reports",
+                               "registered_model"})
 
-
-class NonFiniteLoss(UserError):
-    """Training diverged; the message names the step and the learning rate."""
+Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
 def pick_device(cfg: DetectionConfig) -> torch.device:
@@ -59,33 +53,44 @@ def image_seed(seed: int, step: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, step, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def lr_factor(step: int, cfg: DetectionConfig) -> float:
+def schedule(cfg: DetectionConfig) -> Schedule:
     """Linear warm-up from 1/1000 over ``warmup_steps``, then x0.1 at each ``lr_decay_at`` fraction of ``steps``."""
-    if step < cfg.warmup_steps:
-        return 1e-3 + (1 - 1e-3) * step / cfg.warmup_steps
-    return 0.1 ** sum(step >= f * cfg.steps for f in cfg.lr_decay_at)
+    return Schedule(cfg.steps, cfg.warmup_steps, warmup_from=1e-3, decay="step",
+                    milestones=milestone_steps(cfg.lr_decay_at, 0, cfg.steps))
 
 
-def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, scheduler, config: dict[str, Any]) -> Path:
-    return write_checkpoint(folder, step, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                           "scheduler": scheduler.state_dict(), "config": config})
+class DetectorLosses(Method):
+    """The sum of a torchvision detector's losses, one forward and backward pass per image."""
 
+    def __init__(self, data: TrainingSet, cfg: DetectionConfig, env: distributed.Distributed, device: torch.device):
+        self.data, self.seed, self.env, self.device = data, cfg.seed, env, device
+        self.mine = distributed.shard(data.batch_size, env, "detection.batch_size")
+        self.amp = cfg.amp and device.type == "cuda"
 
-def load_checkpoint(folder: Path, config: dict[str, Any], steps: int) -> dict[str, Any]:
-    """The newest checkpoint in ``folder``, checked against ``config`` (settings, init, encoder, classes)."""
-    return read_checkpoint(folder, config, RESUMABLE_CHANGES, steps, "detection")
+    def batches(self, start: int, stop: int) -> Iterable[tuple[int, Batch]]:
+        for step in range(start, stop):
+            yield step, self.data.batch(step, self.env.rank, self.env.world)
 
+    def step(self, net: nn.Module, step: int, batch: Batch) -> StepSums:
+        sums: dict[str, float] = {}
+        ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+        for k, (position, image, target) in enumerate(zip(self.mine, *batch)):
+            torch.manual_seed(image_seed(self.seed, step, position))
+            # DDP all-reduces the accumulated gradients in the last image's backward only
+            sync = net.no_sync() if ddp and k < len(self.mine) - 1 else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    losses = net([image.to(self.device, non_blocking=True)],
+                                 [{n: v.to(self.device) for n, v in target.items()}])
+                loss = sum(v.float() for v in losses.values())
+                (loss / len(self.mine)).backward()
+            values = torch.stack([loss.detach(), *(v.detach().float() for v in losses.values())]).tolist()
+            for name, value in zip(["loss", *losses], values):
+                sums[name] = sums.get(name, 0.0) + value
+        return StepSums(sums, len(self.mine))
 
-@dataclass
-class TrainResult:
-    start_step: int
-    steps: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def seconds_per_step(self) -> float:
-        return self.seconds / max(self.steps - self.start_step, 1)
+    def rates(self, steps: int, seconds: float) -> dict[str, float]:
+        return {"seconds_per_step": seconds / steps}
 
 
 def train_detector(
@@ -99,90 +104,23 @@ def train_detector(
     progress: bool | None = None,
     stop_after: int | None = None,
     desc: str = "finetune",
-) -> TrainResult:
+) -> LoopResult:
     """Train ``model`` (a torchvision detector, already initialised) for ``cfg.steps`` steps.
 
-    ``config``: what a checkpoint must match to be resumed. ``stop_after``:
-    return after this many steps of this call (a planned interruption).
-    ``on_log(step, metrics)`` every ``cfg.log_every`` steps with the mean losses (rank 0 only).
-    Under ``torchrun``, ``data.batch_size`` is the global batch.
+    ``config``: what a checkpoint must match to be resumed (settings, init,
+    encoder, classes); the rest as :func:`ctx_core.training.fit`. Under
+    ``torchrun``, ``data.batch_size`` is the global batch.
     """
     env = distributed.from_env()
     device = pick_device(cfg)
-    distributed.shard(data.batch_size, env, "detection.batch_size")
-    with distributed.process_group(env, device):
-        return _train(model, data, cfg, checkpoints, config, env, device, resume, on_log, progress, stop_after, desc)
-
-
-def _train(model: nn.Module, data: TrainingSet, cfg: DetectionConfig, checkpoints: Path, config: dict[str, Any],
-           env: distributed.Distributed, device: torch.device, resume: bool,
-           on_log: Callable[[int, dict[str, float]], None] | None, progress: bool | None, stop_after: int | None,
-           desc: str) -> TrainResult:
+    method = DetectorLosses(data, cfg, env, device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    start = 0
-    if resume:
-        state = distributed.from_main(lambda: load_checkpoint(checkpoints, config, cfg.steps), env)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-    net = distributed.wrap_ddp(model, device)
-    amp = cfg.amp and device.type == "cuda"
-    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    mine = distributed.shard(data.batch_size, env, "detection.batch_size")
-    result = TrainResult(start_step=start, steps=stop)
-    model.train()
-    bar = tqdm(total=stop - start, desc=desc, unit="step",
-               disable=(not env.main) or (True if progress is False else None))
-    window: dict[str, float] = {}
-    count = 0
-    t0 = time.perf_counter()
-    for step in range(start, stop):
-        images, targets = data.batch(step, env.rank, env.world)
-        optimizer.zero_grad(set_to_none=True)
-        names: list[str] = []
-        sums: list[float] = []
-        for k, (position, image, target) in enumerate(zip(mine, images, targets)):
-            torch.manual_seed(image_seed(cfg.seed, step, position))
-            # DDP all-reduces the accumulated gradients in the last image's backward
-            sync = contextlib.nullcontext() if net is model or k == len(mine) - 1 else net.no_sync()
-            with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    losses = net([image.to(device, non_blocking=True)], [{n: v.to(device) for n, v in target.items()}])
-                loss = sum(v.float() for v in losses.values())
-                (loss / len(mine)).backward()
-            values = torch.stack([loss.detach(), *(v.detach().float() for v in losses.values())]).tolist()
-            names = ["loss", *losses]
-            sums = [a + b for a, b in zip(sums, values)] if sums else values
-        # the global batch's mean losses, on every rank: a divergence stops all ranks at the same step
-        step_losses = {n: v / data.batch_size for n, v in zip(names, distributed.all_sum(sums, device))}
-        if not math.isfinite(step_losses["loss"]):
-            raise NonFiniteLoss(f"fine-tuning loss became {step_losses['loss']} at step {step} "
-                                f"(lr {scheduler.get_last_lr()[0]:.3g}); lower detection.lr or raise detection.warmup_steps")
-        optimizer.step()
-        scheduler.step()
-        done = step + 1
-        for n, v in step_losses.items():
-            window[n] = window.get(n, 0.0) + v
-        count += 1
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == stop:
-            metrics = {n: v / count for n, v in window.items()}
-            metrics["lr"] = scheduler.get_last_lr()[0]
-            metrics["seconds_per_step"] = (time.perf_counter() - t0) / (done - start)
-            result.history.append({"step": float(done), **metrics})
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-            if on_log and env.main:
-                on_log(done, metrics)
-            window, count = {}, 0
-        if env.main and (done % cfg.checkpoint_every == 0 or done == stop):
-            save_checkpoint(checkpoints, done, model, optimizer, scheduler, config)
-    bar.close()
-    result.seconds = time.perf_counter() - t0
-    return result
+    settings = LoopSettings("detection", schedule(cfg), cfg.log_every, cfg.checkpoint_every, RESUMABLE_CHANGES,
+                            "lower detection.lr or raise detection.warmup_steps")
+    return fit(model, optimizer, method, settings, checkpoints, config, env, device, resume=resume, on_log=on_log,
+               progress=progress, stop_after=stop_after, desc=desc)
 
 
 @torch.inference_mode()

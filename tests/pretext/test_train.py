@@ -9,7 +9,8 @@ from ctx_core.config import PretrainConfig
 from ctx_core.pretext import train as train_mod
 from ctx_core.pretext.data import PairSampler, pair_loader, usable_images
 from ctx_core.checkpoints import CheckpointError
-from ctx_core.pretext.train import NonFiniteLoss, lr_factor, train
+from ctx_core.pretext.train import schedule, train
+from ctx_core.training import NonFiniteLoss, lr_factor
 
 
 def images(root: Path):
@@ -77,15 +78,16 @@ def test_non_finite_loss_stops_with_step_and_lr(synth_root, tmp_path, monkeypatc
     cfg = tiny_cfg()
     sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
     monkeypatch.setattr(train_mod.F, "cross_entropy", lambda logits, labels: (logits.sum() * float("nan")))
-    with pytest.raises(NonFiniteLoss, match="loss became nan at step 0 .*lower pretrain.lr"):
+    with pytest.raises(NonFiniteLoss, match=r"stopped at step 0: the loss is nan \(lr 0.005\); lower pretrain.lr"):
         train(cfg, sampler, tmp_path / "ck", progress=False)
 
 
 def test_lr_schedule_warmup_cosine_and_step():
     cfg = PretrainConfig(steps=110, warmup_steps=10, schedule="cosine")
-    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
-    assert lr_factor(60, cfg) == pytest.approx(0.5) and lr_factor(110, cfg) == pytest.approx(0.0)
-    step = cfg.model_copy(update={"schedule": "step"})
+    cosine = schedule(cfg)
+    assert lr_factor(0, cosine) == pytest.approx(0.1) and lr_factor(9, cosine) == pytest.approx(1.0)
+    assert lr_factor(60, cosine) == pytest.approx(0.5) and lr_factor(110, cosine) == pytest.approx(0.0)
+    step = schedule(cfg.model_copy(update={"schedule": "step"}))
     assert lr_factor(50, step) == 1.0 and lr_factor(80, step) == pytest.approx(0.1)
     assert lr_factor(100, step) == pytest.approx(0.01)
 
