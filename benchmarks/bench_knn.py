@@ -1,6 +1,6 @@
 """Nearest neighbours and extraction speed.
 
-1. Correlation top-k: ``ctx_core.features.knn.topk_correlation`` (chunked
+1. Correlation top-k: ``ctx_core.knn.topk_correlation`` (chunked
    matrix products in torch) against SciPy brute force (``cdist(...,
    'correlation')`` + ``argpartition``), same queries and candidates in one
    run, results checked equal (goal: >= 20x).
@@ -21,7 +21,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from ctx_core.features.encoders import raw_pixel_embedder, tower_embedder
-from ctx_core.features.knn import topk_correlation
+from ctx_core.knn import topk_correlation
 from ctx_core.models.towers import build_tower
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from ctx_core.cli import main as ctx_main  # noqa: E402
 from ctx_core.detection.evaluate import evaluate_detections  # noqa: E402
 from ctx_core.detection.results import read_results  # noqa: E402
-from ctx_core.detection.voc import read_detection_split  # noqa: E402
+from ctx_core.store.labelled import read_detection_split  # noqa: E402
 from tests.detection.devkit_reference import devkit_ap  # noqa: E402
 
 CLASSES = [f"class{k:02d}" for k in range(20)]

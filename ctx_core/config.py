@@ -137,7 +137,7 @@ class PretrainConfig(_Section):
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True
+    amp: bool = Field(True, description="bf16 autocast on CUDA, and on a CPU with native bf16 (AMX, AVX512-BF16); ignored elsewhere")
     compile: bool = False
 
     @model_validator(mode="after")
@@ -185,7 +185,7 @@ class FeaturesConfig(_Section):
     images_per_chunk: int = Field(32, ge=1, description="images decoded and held in memory at once")
     shard_rows: int = Field(32768, ge=1, description="feature rows per shard file")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bf16 autocast on CUDA and CPU; turn off on a CPU without AMX/AVX512-BF16, where it is slower")
+    amp: bool = Field(True, description="bf16 autocast on CUDA, and on a CPU with native bf16 (AMX, AVX512-BF16); ignored elsewhere")
     seed: int = Field(0, ge=0, description="random sampling and the random-init encoder")
     nn_queries: int = Field(6, ge=1, description="query patches in the neighbours montage")
     nn_k: int = Field(6, ge=1, description="neighbours shown per query")

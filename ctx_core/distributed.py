@@ -66,6 +66,27 @@ def pick_device(choice: str, env: Distributed, section: str) -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_autocast(requested: bool, device: torch.device) -> bool:
+    """Whether to run bf16 autocast on ``device`` when the params ask for it (``amp: true``).
+
+    CUDA: when the GPU supports bf16. CPU: only when oneDNN has native bf16
+    kernels (AVX512-BF16 or AMX; oneDNN's own capability check). Elsewhere
+    bf16 is emulated: measured on a 2-core AMD EPYC with AVX2 only
+    (2026-12-01), a pretraining step took 10.9 s with autocast against 0.80 s
+    in fp32, so the request is dropped there.
+    """
+    if not requested:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def cpu_has_native_bf16() -> bool:
+    """oneDNN's check for bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @contextlib.contextmanager
 def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
     """Join the job's process group (NCCL for CUDA, gloo for the CPU) for the block.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ctx_core.errors import UserError
-from ctx_core.models.io import load_encoder
+from ctx_core.encoder.artifact import EncoderContract, load_encoder
 from ctx_core.models.towers import Tower
 
 ENCODER_FILE = "encoder.pt"
@@ -83,15 +83,16 @@ def _model_version(client, ref: str):
         raise RegistryError(f"encoder {ref!r} is not in the registry ({exc.error_code}); registered models: {known}") from None
 
 
-def load_encoder_ref(ref: str, tracking_uri: str, arch: str | None = None) -> tuple[Tower, dict[str, Any]]:
-    """Load an encoder from a path or a ``models:/`` reference; ``arch`` must match when given."""
+def load_encoder_ref(ref: str, tracking_uri: str) -> tuple[Tower, EncoderContract, dict[str, Any]]:
+    """Load an encoder from a path or a ``models:/`` reference: (tower, contract, meta).
+    A registry reference adds ``registry_name`` and ``registry_version`` to ``meta``."""
     if not ref.startswith("models:/"):
-        return load_encoder(Path(ref), arch=arch)
+        return load_encoder(Path(ref))
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     version = _model_version(client, ref)
     with tempfile.TemporaryDirectory() as tmp:
         local = download(f"{version.source.rstrip('/')}/{ENCODER_FILE}", tmp, tracking_uri)
-        tower, meta = load_encoder(local, arch=arch)
-    return tower, {**meta, "registry_version": str(version.version), "registry_name": version.name}
+        tower, contract, meta = load_encoder(local)
+    return tower, contract, {**meta, "registry_version": str(version.version), "registry_name": version.name}

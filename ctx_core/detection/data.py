@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ctx_core.detection.voc import ImageRecord
+from ctx_core.store.labelled import ImageRecord
 from ctx_core.errors import UserError
-from ctx_core.pretext.data import read_image
+from ctx_core.store.images import read_image
 
 
 class NoTrainingObjects(UserError):

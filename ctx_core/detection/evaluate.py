@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ctx_core.detection.voc import DetectionSplit
+from ctx_core.store.labelled import DetectionSplit
 
 METRICS = ("voc07", "area")
 IOU_THRESHOLD = 0.5

@@ -31,7 +31,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ctx_core.config import DetectionConfig
 from ctx_core.models.towers import Tower
-from ctx_core.pretext.augment import projection_matrix
+from ctx_core.encoder.preprocess import colour_matrix
 
 
 def fold_batchnorm(trunk: nn.Sequential) -> nn.Sequential:
@@ -184,12 +184,7 @@ def absorb_input_transform(trunk: nn.Sequential, scale: float, chroma: str) -> N
     the scale of unit inputs and fine-tuning may still learn all colours.
     """
     conv = conv_layers(trunk)[0]
-    if chroma == "projection":
-        matrix = projection_matrix()
-    elif chroma == "grayscale":
-        matrix = torch.tensor([0.299, 0.587, 0.114]).expand(3, 3)
-    else:
-        matrix = torch.eye(3)
+    matrix = colour_matrix(chroma)
     weight = torch.einsum("odhw,dc->ochw", conv.weight, matrix.to(conv.weight))
     conv.weight.copy_(weight * scale)
 

@@ -20,7 +20,8 @@ from ctx_core.detection.report import ap_table_csv, ap_table_markdown, pr_curves
 from ctx_core.detection.rescale import rescale_trunk
 from ctx_core.detection.results import write_results
 from ctx_core.detection.train import predict, train_detector
-from ctx_core.detection.voc import DetectionSplit, read_detection_split
+from ctx_core.store.labelled import DetectionSplit, read_detection_split
+from ctx_core.encoder.artifact import EncoderContract, read_contract
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.models.towers import Tower, build_tower
@@ -28,10 +29,6 @@ from ctx_core.registry import load_encoder_ref, register_version, weights_digest
 from ctx_core.tracking import tracking_uri
 
 INITS = ("context", "scratch", "context_rescaled")
-
-
-class EncoderMismatch(UserError):
-    """An encoder whose weights do not fit the configured backbone."""
 
 
 @dataclass(frozen=True)
@@ -59,28 +56,28 @@ def init_reports(settings: Settings, init: str) -> Path:
     return settings.path(settings.params.detection.reports) / "inits" / init
 
 
-def load_tower(settings: Settings, init: str, encoder_ref: str | None) -> tuple[Tower, str, str]:
-    """The backbone tower for ``init``, a name of the encoder it came from (``none`` for scratch)
-    and the colour handling it was pretrained with (``pretrain.chroma`` values; ``none`` for scratch)."""
-    pre = settings.params.pretrain
-    if init == "scratch":  # weights are drawn by model.he_init once the trunk is folded
-        return build_tower(pre.arch, pre.patch_size), "none", "none"
+def _encoder_ref(settings: Settings, encoder_ref: str | None) -> str:
     ref = encoder_ref or settings.params.detection.encoder
-    if not ref.startswith("models:/"):
-        path = settings.path(ref)
-        if not path.is_file():
-            raise UserError(f"encoder {path} does not exist; run `ctx pretrain` or pass --encoder models:/ctx-encoder@<alias>")
-        ref = str(path)
-    try:
-        tower, meta = load_encoder_ref(ref, tracking_uri(settings), arch=pre.arch)
-    except RuntimeError as exc:  # load_state_dict: keys or shapes that do not fit the tower
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)[:120]
-        raise EncoderMismatch(f"encoder {ref} does not fit the {pre.arch!r} backbone (pretrain.arch, "
-                              f"{pre.patch_size}-px patches): {first}") from None
-    chroma = str(meta.get("chroma", "none"))
+    if ref.startswith("models:/"):
+        return ref
+    path = settings.path(ref)
+    if not path.is_file():
+        raise UserError(f"encoder {path} does not exist; run `ctx pretrain` or pass --encoder models:/ctx-encoder@<alias>")
+    return str(path)
+
+
+def load_tower(settings: Settings, init: str, encoder_ref: str | None) -> tuple[Tower, EncoderContract, str]:
+    """The backbone tower for ``init``, the encoder's contract and a name of the encoder it came from
+    (``none`` for scratch). Scratch is the encoder's architecture with fresh weights (drawn by
+    ``model.he_init`` once the trunk is folded), so every init has the same network."""
+    ref = _encoder_ref(settings, encoder_ref)
+    if init == "scratch":
+        contract = read_contract(Path(ref)) if not ref.startswith("models:/") else load_encoder_ref(ref, tracking_uri(settings))[1]
+        return build_tower(contract.arch, contract.patch_size), contract, "none"
+    tower, contract, meta = load_encoder_ref(ref, tracking_uri(settings))
     if "registry_version" in meta:
-        return tower, f"{meta['registry_name']}/{meta['registry_version']}", chroma
-    return tower, f"file:{weights_digest(Path(ref))}", chroma
+        return tower, contract, f"{meta['registry_name']}/{meta['registry_version']}"
+    return tower, contract, f"file:{weights_digest(Path(ref))}"
 
 
 def _network_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -124,7 +121,7 @@ def run_finetune(
     test_split = read_detection_split(root, cfg.test_split)
     classes = _split_classes(train_split, test_split)
     distributed.shard(cfg.batch_size, env, "detection.batch_size")  # fails before any run is opened
-    tower, encoder_version, chroma = load_tower(settings, init, encoder_ref)
+    tower, contract, encoder_version = load_tower(settings, init, encoder_ref)
     data = TrainingSet(train_split.images, classes, cfg.batch_size, cfg.seed, cfg.hflip, cfg.train_difficult)
 
     calib = calibration_images(train_split.images, cfg.calibration_images, cfg.seed)
@@ -135,7 +132,7 @@ def run_finetune(
     if init == "scratch":
         he_init(trunk, cfg.seed)
     else:
-        absorb_input_transform(trunk, settings.params.pretrain.patch_rms, chroma)
+        absorb_input_transform(trunk, contract.patch_rms, contract.chroma)
     rescale = None
     if init == "context_rescaled" and not resume:
         rescale = rescale_trunk(trunk, _network_inputs(model, calib), cfg.rescale_iterations, cfg.rescale_damping, cfg.seed)
@@ -149,7 +146,8 @@ def run_finetune(
     with distributed.stage_run_on_main(settings, "finetune", tags, env) as run:
         run.set_tags({"mlflow.runName": f"finetune-{init}"})
         run.log_params({**cfg.model_dump(mode="json"), "init": init, "encoder": encoder_ref or cfg.encoder,
-                        "arch": tower.arch, "train_images": len(train_split.images), "test_images": len(test_split.images),
+                        **{f"encoder_{k}": v for k, v in contract.tags().items()},
+                        "train_images": len(train_split.images), "test_images": len(test_split.images),
                         "classes": len(classes), "world_size": env.world})
         if rescale is not None:
             run.log_metrics({f"rescale_ratio_spread_{k}": max(r) / min(r) for k, r in

@@ -29,8 +29,8 @@ from ctx_core.discovery.constellations import sample_constellations
 from ctx_core.discovery.schemas import COLUMNS, validate_clusters
 from ctx_core.discovery.verify import verify
 from ctx_core.errors import UserError
-from ctx_core.features.knn import best_per_group
-from ctx_core.features.store import BOX, FeatureSet
+from ctx_core.knn import best_per_group
+from ctx_core.feature_store import BOX, FeatureSet
 
 # candidate rows per matrix product: (4 * query_block) x CHUNK_ROWS scores in memory
 CHUNK_ROWS = 8192

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from ctx_core.features.montage import Tile, patch_rows
+from ctx_core.montage import Tile, patch_rows
+from ctx_core.store.layout import image_path
 
 
 def clusters_montage(clusters: pd.DataFrame, store: Path, n_clusters: int, n_members: int, path: Path) -> Path:
@@ -16,7 +17,7 @@ def clusters_montage(clusters: pd.DataFrame, store: Path, n_clusters: int, n_mem
     rows = []
     for (rank, cid), group in clusters[clusters["rank"] <= n_clusters].groupby(["rank", "cluster_id"], sort=True):
         group = group.sort_values(["role", "similarity"], ascending=[False, False]).head(n_members + 1)
-        tiles = [Tile(store / "images" / f"{r.image_id}.jpg", (r.x0, r.y0, r.x1, r.y1),
+        tiles = [Tile(image_path(store, r.image_id), (r.x0, r.y0, r.x1, r.y1),
                       r.image_id if r.role == "query" else f"{r.similarity:.2f}",
                       (220, 30, 30) if r.role == "query" else None) for r in group.itertuples()]
         members = int((clusters["cluster_id"] == cid).sum()) - 1

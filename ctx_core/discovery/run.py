@@ -21,9 +21,9 @@ from ctx_core.config import Settings
 from ctx_core.discovery.discover import discover
 from ctx_core.discovery.evaluate import CURVE_COLUMNS, curve_area, evaluation_objects, purity_at, purity_coverage
 from ctx_core.discovery.plots import clusters_montage, curves_plot
-from ctx_core.features.run import LEARNED
-from ctx_core.features.store import FeatureSet, FeatureSetError
+from ctx_core.feature_store import LEARNED, FeatureSet, FeatureSetError
 from ctx_core.fsutil import atomic_output_dir
+from ctx_core.store.layout import read_annotations, read_manifest
 from ctx_core.tracking import stage_run
 
 FEATURE_SETS = (LEARNED, "random_init", "raw_pixels")
@@ -45,11 +45,7 @@ def _suffix(name: str) -> str:
 
 
 def _store_tables(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    manifest = pd.read_parquet(store / "manifest.parquet", columns=["image_id", "split"])
-    ann_path = store / "annotations.parquet"
-    annotations = pd.read_parquet(ann_path) if ann_path.is_file() else pd.DataFrame(
-        columns=["image_id", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"])
-    return manifest, annotations
+    return read_manifest(store, ["image_id", "split"]), read_annotations(store)
 
 
 def run_discover(settings: Settings, extra_tags: dict[str, str] | None = None) -> DiscoverResult:

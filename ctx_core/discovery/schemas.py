@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-from ctx_core.ingest.schemas import IMAGE_ID, _validate
+from ctx_core.store.schemas import IMAGE_ID, validate_table
 
 CLUSTERS = pa.DataFrameSchema(
     {
@@ -38,4 +38,4 @@ COLUMNS = {"cluster_id": "int64", "rank": "int64", "score": "float64", "image_id
 
 
 def validate_clusters(frame: pd.DataFrame) -> None:
-    _validate(CLUSTERS, frame, "clusters.parquet")
+    validate_table(CLUSTERS, frame, "clusters.parquet")

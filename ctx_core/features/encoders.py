@@ -11,14 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from ctx_core.config import Settings
+from ctx_core.encoder.artifact import EncoderContract
 from ctx_core.errors import UserError
 from ctx_core.models.towers import Tower, build_tower
 from ctx_core.registry import load_encoder_ref
 from ctx_core.tracking import tracking_uri
-
-
-class EncoderMismatchError(UserError):
-    """The encoder asked for is of another architecture than configured."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +35,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_learned(settings: Settings) -> tuple[Tower, dict[str, Any]]:
-    """The encoder ``features.encoder`` names (path or ``models:/`` reference); its
-    architecture must be ``pretrain.arch``."""
+def load_learned(settings: Settings) -> tuple[Tower, EncoderContract, dict[str, Any]]:
+    """The encoder ``features.encoder`` names (path or ``models:/`` reference), its contract and meta.
+
+    Architecture and preprocessing come from the encoder, never from today's
+    ``pretrain`` params; ``features.layer`` must be one of its feature layers."""
     ref = settings.params.features.encoder
-    arch = settings.params.pretrain.arch
     resolved = ref if ref.startswith("models:/") else str(settings.path(ref))
-    tower, meta = load_encoder_ref(resolved, tracking_uri(settings))
-    if tower.arch != arch:
-        raise EncoderMismatchError(
-            f"features.encoder {ref!r} holds a {tower.arch!r} tower ({tower.patch_size}-px patches) "
-            f"but pretrain.arch is {arch!r}; point features.encoder at a {arch!r} encoder or set pretrain.arch={tower.arch}"
-        )
-    return tower, meta
+    tower, contract, meta = load_encoder_ref(resolved, tracking_uri(settings))
+    contract.layer_size(settings.params.features.layer, "features.layer")
+    return tower, contract, meta
 
 
 def random_init_tower(arch: str, patch_size: int, seed: int) -> Tower:

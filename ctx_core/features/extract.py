@@ -20,8 +20,8 @@ from tqdm import tqdm
 from ctx_core.features.encoders import Embedder
 from ctx_core.features.grid import ScaleLayout
 from ctx_core.features.preprocess import image_patches
-from ctx_core.features.store import FeatureWriter
-from ctx_core.pretext.data import read_image
+from ctx_core.feature_store import FeatureWriter
+from ctx_core.store.images import read_image
 
 LayoutFn = Callable[[int, int, int], list[ScaleLayout]]
 """(image number, width, height) -> the patches to cut from that image."""

@@ -1,17 +1,9 @@
-"""Patches as the encoder saw them in pretraining, without the random parts.
+"""Patches cut from images on the extraction grid, as float pixels 0-255.
 
-Test-time preprocessing per ``chroma`` (the pretraining setting, read from the
-encoder file when it records one):
-
-- ``projection``: project out the green-magenta axis, as in training;
-- ``grayscale``: grayscale, as in training;
-- ``color_dropping``: full colour. Training dropped a random channel to defeat
-  chromatic aberration; the paper feeds the whole image at test time, and the
-  first layer has learned filters for every channel;
-- ``none``: full colour.
-
-Then per-patch mean subtraction and RMS normalisation (``patch_rms``). No
-pixelation: it was a training-time shortcut removal.
+The encoder's test-time transform (colour map and RMS normalisation, with the
+values its contract records) is ``EncoderContract.preprocess``
+(``ctx_core.encoder.preprocess``); no pixelation: it was a training-time
+shortcut removal.
 """
 
 from __future__ import annotations
@@ -20,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from ctx_core.features.grid import ScaleLayout
-from ctx_core.pretext.augment import grayscale, normalise, project_colour
 
 
 def resize_image(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,12 +43,4 @@ def crop_box(img: torch.Tensor, box: tuple[int, int, int, int], patch: int) -> t
     return F.interpolate(region, size=(patch, patch), mode="bilinear", antialias=True, align_corners=False)
 
 
-def test_time(x: torch.Tensor, chroma: str, rms: float) -> torch.Tensor:
-    """float (N, 3, P, P) pixels 0-255 -> encoder input of the same shape (see module doc)."""
-    if chroma == "projection":
-        x = project_colour(x)
-    elif chroma == "grayscale":
-        x = grayscale(x)
-    elif chroma not in ("color_dropping", "none"):
-        raise ValueError(f"chroma {chroma!r}: expected projection, color_dropping, grayscale or none")
-    return normalise(x, rms)
+#END

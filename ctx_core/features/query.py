@@ -10,14 +10,15 @@ import pandas as pd
 import torch
 
 from ctx_core.config import Settings
+from ctx_core.distributed import bf16_autocast
 from ctx_core.errors import UserError
+from ctx_core.feature_store import BOX, LEARNED, FeatureSet
 from ctx_core.features.encoders import load_learned, pick_device, tower_embedder
-from ctx_core.features.knn import topk_correlation
-from ctx_core.features.montage import Tile, patch_rows
-from ctx_core.features.preprocess import crop_box, test_time
-from ctx_core.features.run import LEARNED
-from ctx_core.features.store import BOX, FeatureSet
-from ctx_core.pretext.data import read_image
+from ctx_core.features.preprocess import crop_box
+from ctx_core.knn import topk_correlation
+from ctx_core.montage import Tile, patch_rows
+from ctx_core.store.images import read_image
+from ctx_core.store.layout import image_path
 
 
 class QueryError(UserError):
@@ -51,7 +52,7 @@ def _image(image: str, store: Path) -> tuple[torch.Tensor, str | None]:
     path = Path(image).expanduser()
     if path.is_file():
         return read_image(path), None
-    in_store = store / "images" / f"{image}.jpg"
+    in_store = image_path(store, image)
     if in_store.is_file():
         return read_image(in_store), image
     raise QueryError(f"--image {image!r} is neither an image file nor an image id of the store {store}")
@@ -66,14 +67,16 @@ def nearest_patches(settings: Settings, image: str, box: tuple[int, int, int, in
     height, width = img.shape[1:]
     if box[2] > width or box[3] > height:
         raise QueryError(f"--box {','.join(map(str, box))} lies outside the {width}x{height} image {image}")
-    tower, _ = load_learned(settings)
-    if tower.patch_size != fs.meta["patch_size"] or tower.arch != fs.meta["arch"]:
+    tower, contract, _ = load_learned(settings)
+    used = (fs.meta["arch"], fs.meta["patch_size"], fs.meta["chroma"], fs.meta["patch_rms"])
+    if (contract.arch, contract.patch_size, contract.chroma, contract.patch_rms) != used:
         raise QueryError(
-            f"features.encoder is a {tower.arch!r} tower for {tower.patch_size}-px patches but the feature set "
-            f"{fs.folder} was extracted with {fs.meta['arch']!r} at {fs.meta['patch_size']} px; run `ctx extract` again")
+            f"features.encoder is a {contract.arch!r} tower for {contract.patch_size}-px patches "
+            f"(chroma {contract.chroma}, patch_rms {contract.patch_rms}) but the feature set {fs.folder} was extracted "
+            f"with {used[0]!r} at {used[1]} px (chroma {used[2]}, patch_rms {used[3]}); run `ctx extract` again")
     embed = tower_embedder(LEARNED, tower, fs.meta["layer"], pick_device(settings.params.features.device),
-                           settings.params.features.amp)
-    x = test_time(crop_box(img, box, tower.patch_size), fs.meta["chroma"], fs.meta["patch_rms"])
+                           bf16_autocast(settings.params.features.amp, pick_device(settings.params.features.device)))
+    x = contract.preprocess(crop_box(img, box, tower.patch_size))
     ids = pd.factorize(fs.index["image_id"])
     groups = torch.as_tensor(ids[0])
     own = int(np.flatnonzero(ids[1] == own_id)[0]) if own_id in set(ids[1]) else -1
@@ -88,7 +91,7 @@ def nearest_patches(settings: Settings, image: str, box: tuple[int, int, int, in
 
 def matches_png(image: str, box: tuple[int, int, int, int], matches: list[Match], store: Path, path: Path) -> Path:
     """The query patch (red frame) and its matches in one row."""
-    query_file = Path(image) if Path(image).is_file() else store / "images" / f"{image}.jpg"
+    query_file = Path(image) if Path(image).is_file() else image_path(store, image)
     tiles = [Tile(query_file, box, "query", (220, 30, 30))]
-    tiles += [Tile(store / "images" / f"{m.image_id}.jpg", m.box, f"{m.score:.3f}") for m in matches]
+    tiles += [Tile(image_path(store, m.image_id), m.box, f"{m.score:.3f}") for m in matches]
     return patch_rows([(f"{Path(image).name}\n{box}", tiles)], path)

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 
 from ctx_core.config import FeaturesConfig, Settings
-from ctx_core.errors import UserError
 from ctx_core.features.encoders import (
     Embedder,
     load_learned,
@@ -29,15 +28,13 @@ from ctx_core.features.encoders import (
 )
 from ctx_core.features.extract import extract
 from ctx_core.features.grid import dense_layout, random_layout
-from ctx_core.features.knn import topk_correlation
-from ctx_core.features.montage import Tile, patch_rows
-from ctx_core.features.preprocess import test_time
-from ctx_core.features.store import BOX, FeatureSet, FeatureSetError, FeatureWriter
+from ctx_core.knn import topk_correlation
+from ctx_core.montage import Tile, patch_rows
+from ctx_core.feature_store import BOX, LEARNED, FeatureSet, FeatureSetError, FeatureWriter
+from ctx_core.distributed import bf16_autocast
 from ctx_core.fsutil import atomic_output_dir, dvc_dir_hash
+from ctx_core.store.layout import image_path, split_image_ids
 from ctx_core.tracking import stage_run
-
-LEARNED = "learned"
-
 
 @dataclass(frozen=True)
 class ExtractResult:
@@ -53,15 +50,8 @@ class ExtractResult:
 
 def store_images(store: Path, splits: tuple[str, ...], max_images: int | None) -> list[tuple[str, Path]]:
     """(image_id, path) of the store's images in ``splits``, sorted by id, at most ``max_images``."""
-    manifest_path = store / "manifest.parquet"
-    if not manifest_path.is_file():
-        raise UserError(f"features.input {store} is not an image store (no manifest.parquet); run `ctx ingest` first")
-    manifest = pd.read_parquet(manifest_path, columns=["image_id", "split"])
-    ids = sorted(manifest.loc[manifest["split"].isin(splits), "image_id"])
-    if not ids:
-        raise UserError(f"{manifest_path} has no image in splits {list(splits)}; "
-                        f"it has {sorted(manifest['split'].unique())} (set features.splits)")
-    return [(i, store / "images" / f"{i}.jpg") for i in ids[:max_images]]
+    ids = split_image_ids(store, splits, "features.splits")
+    return [(i, image_path(store, i)) for i in ids[:max_images]]
 
 
 def _layout_fn(cfg: FeaturesConfig, patch: int):
@@ -87,7 +77,7 @@ def neighbours_montage(
 
     def tile(row: int, caption: str = "", frame=None) -> Tile:
         r = index.iloc[row]
-        return Tile(store / "images" / f"{r['image_id']}.jpg", tuple(int(v) for v in r[BOX]), caption, frame)
+        return Tile(image_path(store, r["image_id"]), tuple(int(v) for v in r[BOX]), caption, frame)
 
     rows = []
     for q, row in enumerate(picks):
@@ -100,14 +90,12 @@ def neighbours_montage(
 
 def run_extract(settings: Settings, extra_tags: dict[str, str] | None = None, progress: bool | None = None) -> ExtractResult:
     cfg = settings.params.features
-    pre = settings.params.pretrain
     store = settings.path(cfg.input)
     images = store_images(store, cfg.splits, cfg.max_images)
-    tower, meta = load_learned(settings)
-    chroma = str(meta.get("chroma", pre.chroma))
+    tower, contract, _ = load_learned(settings)
     patch = tower.patch_size
     device = pick_device(cfg.device)
-    amp = cfg.amp
+    amp = bf16_autocast(cfg.amp, device)
     embedders: list[Embedder] = [tower_embedder(LEARNED, tower, cfg.layer, device, amp)]
     if "random_init" in cfg.baselines:
         embedders.append(tower_embedder("random_init", random_init_tower(tower.arch, patch, cfg.seed), cfg.layer, device, amp))
@@ -117,17 +105,18 @@ def run_extract(settings: Settings, extra_tags: dict[str, str] | None = None, pr
     out = settings.path(cfg.out)
     reports = settings.path(cfg.reports)
     data_version = dvc_dir_hash(store)
-    set_meta = {"encoder": cfg.encoder, "arch": tower.arch, "patch_size": patch, "layer": cfg.layer, "chroma": chroma,
-                "patch_rms": pre.patch_rms, "sampling": cfg.sampling, "scales": list(cfg.scales),
+    set_meta = {"encoder": cfg.encoder, "arch": tower.arch, "patch_size": patch, "layer": cfg.layer, "chroma": contract.chroma,
+                "patch_rms": contract.patch_rms, "task": contract.task, "sampling": cfg.sampling, "scales": list(cfg.scales),
                 "stride_fraction": cfg.stride_fraction, "data_version": data_version, "store": str(store)}
     with stage_run(settings, "extract", {"data_version": data_version, **(extra_tags or {})}) as run:
-        run.log_params({**cfg.model_dump(mode="json"), "arch": tower.arch, "patch_size": patch, "chroma": chroma,
+        run.log_params({**cfg.model_dump(mode="json"), "arch": tower.arch, "patch_size": patch, "chroma": contract.chroma,
+                        "patch_rms": contract.patch_rms, "task": contract.task,
                         "images": len(images), "device": str(device), "amp": amp})
         t0 = time.perf_counter()
         with atomic_output_dir(out, force=True) as tmp:
             writers = {e.name: FeatureWriter(tmp / e.name, e.dim, cfg.float16, cfg.shard_rows,
                                              {**set_meta, "features": e.name}) for e in embedders}
-            stats = extract(images, _layout_fn(cfg, patch), patch, lambda x: test_time(x, chroma, pre.patch_rms),
+            stats = extract(images, _layout_fn(cfg, patch), patch, contract.preprocess,
                             embedders, writers, cfg.batch_size, cfg.images_per_chunk, progress)
             if stats.patches == 0:
                 raise FeatureSetError(

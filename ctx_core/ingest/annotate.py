@@ -9,7 +9,7 @@ from ctx_core.ingest import quarantine as q
 from ctx_core.ingest.boxes import clip_box, orient_box, scale_to_voc, to_continuous
 from ctx_core.ingest.normalise import Normalised
 from ctx_core.ingest.quarantine import Rejected
-from ctx_core.ingest.voc import VocObject
+from ctx_core.store.voc import VocObject
 
 
 def _fmt(v: float) -> str:

@@ -12,7 +12,8 @@ from ctx_core.config import Settings
 from ctx_core.errors import UserError
 from ctx_core.ingest.archive import ARCHIVE_SUFFIXES, extract_archive, is_archive
 from ctx_core.ingest.s3 import download_prefix
-from ctx_core.ingest.sources import IMAGE_SUFFIXES, Discovery, is_image_name, scan_folder
+from ctx_core.ingest.sources import Discovery, scan_folder
+from ctx_core.store.images import IMAGE_SUFFIXES, is_image_name
 
 
 class SourceError(UserError):

@@ -36,9 +36,11 @@ from ctx_core.ingest.annotate import boxes_for_image
 from ctx_core.ingest.normalise import Normalised, NormaliseJob, file_sha256, normalise_image
 from ctx_core.ingest.quarantine import Rejected, count_by_kind, write_quarantine
 from ctx_core.ingest.resolve import SourceError, local_source, open_source
-from ctx_core.ingest.schemas import IMAGE_ID, SPLITS, validate_tables
-from ctx_core.ingest.sources import IMAGE_SUFFIXES, Candidate
-from ctx_core.ingest.voc import AnnotationError, parse_annotation
+from ctx_core.store.schemas import IMAGE_ID, SPLITS, validate_tables
+from ctx_core.ingest.sources import Candidate
+from ctx_core.store.images import IMAGE_SUFFIXES
+from ctx_core.store.layout import IMAGES, image_path, write_tables
+from ctx_core.store.voc import AnnotationError, parse_annotation
 from ctx_core.plots import boxes_montage
 from ctx_core.tracking import stage_run
 
@@ -171,7 +173,7 @@ def _montage(store: Path, manifest: pd.DataFrame, annotations: pd.DataFrame, cla
     for image_id in ids:
         objs = annotations[annotations["image_id"] == image_id]
         boxes = [(r["class"], (r.xmin - 1, r.ymin - 1, r.xmax, r.ymax), bool(r.difficult)) for _, r in objs.iterrows()]
-        with Image.open(store / "images" / f"{image_id}.jpg") as im:
+        with Image.open(image_path(store, image_id)) as im:
             items.append((im.convert("RGB"), boxes))
     boxes_montage(items, classes).save(path)
     return path
@@ -203,13 +205,13 @@ def run_ingest(
                 f"no image found in data.ingest.source = {cfg.source!r} (searched recursively for {kinds}, any case)"
             )
         with atomic_output_dir(out, force) as tmp:
-            (tmp / "images").mkdir()
+            (tmp / IMAGES).mkdir()
             kept, rejected = _deduplicate(found.candidates, workers, cfg.max_file_bytes)
             rejected += found.rejected
             jobs = [
                 NormaliseJob(
                     path=str(k.candidate.path), source=k.candidate.source, sha256=k.sha256,
-                    dest=str(tmp / "images" / f"{k.image_id}.jpg"), min_pixels=cfg.min_pixels,
+                    dest=str(image_path(tmp, k.image_id)), min_pixels=cfg.min_pixels,
                     max_pixels=cfg.max_pixels, max_decode_pixels=cfg.max_decode_pixels,
                     min_side=settings.params.pretrain.grid_extent, alpha=cfg.alpha, jpeg_quality=cfg.jpeg_quality,
                 )
@@ -250,9 +252,7 @@ def run_ingest(
             manifest = _frame(sorted(rows, key=lambda r: r["image_id"]), MANIFEST_COLUMNS)
             annotations = _frame(boxes, ANNOTATION_COLUMNS)
             validate_tables(manifest, annotations, classes)
-            manifest.to_parquet(tmp / "manifest.parquet", index=False)
-            annotations.to_parquet(tmp / "annotations.parquet", index=False)
-            (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+            write_tables(tmp, manifest, annotations, classes)
             write_quarantine(rejected, tmp / "quarantine.json")
 
     data_version = dvc_dir_hash(out)

@@ -11,15 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctx_core.ingest import voc
+from ctx_core.store import voc
+from ctx_core.store.images import is_image_name
 from ctx_core.ingest.quarantine import BROKEN_LINK, Rejected
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-
-
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
 
 @dataclass(frozen=True)
 class Candidate:

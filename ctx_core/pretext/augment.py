@@ -31,20 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0])
-
-
-def projection_matrix() -> torch.Tensor:
-    """``B = I - a^T a / (a a^T)`` for ``a = [-1, 2, -1]``, shape (3, 3)."""
-    a = GREEN_MAGENTA[None, :]
-    return torch.eye(3) - (a.T @ a) / (a @ a.T)
-
-
-def project_colour(x: torch.Tensor) -> torch.Tensor:
-    """Apply ``B`` to every pixel: ``(N, 3, H, W) -> (N, 3, H, W)``."""
-    n, c, h, w = x.shape
-    return (projection_matrix().to(x) @ x.reshape(n, c, h * w)).reshape(n, c, h, w)
-
+from ctx_core.encoder.preprocess import grayscale, normalise, project_colour
 
 def drop_colour(x: torch.Tensor, gen: torch.Generator, noise_ratio: float = 0.01) -> torch.Tensor:
     """Keep one random channel per patch; the others become N(0, (ratio * std_kept)^2) noise."""
@@ -60,13 +47,6 @@ def _drop_colour(x: torch.Tensor, keep: torch.Tensor, normal: torch.Tensor, nois
     noise = normal * (noise_ratio * std)[:, None, None, None]
     mask = F.one_hot(keep, 3).to(x.dtype)[:, :, None, None]
     return x * mask + noise.to(x.dtype) * (1 - mask)
-
-
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma replicated to three channels."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
-    y = torch.einsum("c,nchw->nhw", w, x)
-    return y[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,13 +85,6 @@ def _pixelate(x: torch.Tensor, hit: torch.Tensor, sides: torch.Tensor, inplace: 
     out = x if inplace else x.clone()
     out.index_copy_(0, idx, mats @ x[idx] @ mats.transpose(-1, -2))
     return out
-
-
-def normalise(x: torch.Tensor, rms: float) -> torch.Tensor:
-    """Subtract each patch's per-channel mean, then scale the patch to RMS ``rms``."""
-    x = x - x.mean(dim=(2, 3), keepdim=True)
-    scale = rms / x.pow(2).mean(dim=(1, 2, 3)).sqrt().clamp_min(1e-6)
-    return x * scale[:, None, None, None]
 
 
 @dataclass(frozen=True)

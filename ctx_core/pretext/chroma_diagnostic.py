@@ -24,7 +24,8 @@ from torch import nn
 from ctx_core.config import PretrainConfig
 from ctx_core.models.towers import build_tower
 from ctx_core.pretext.augment import augment_patches
-from ctx_core.pretext.data import ImageList, cut_patches, read_image
+from ctx_core.pretext.data import ImageList, cut_patches
+from ctx_core.store.images import read_image
 
 
 @dataclass(frozen=True)

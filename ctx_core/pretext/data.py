@@ -32,22 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import warnings
 
 import numpy as np
 import torch
 from PIL import Image
 
-with warnings.catch_warnings():
-    # torchvision 0.29 deprecates its decoders in favour of torchcodec, which
-    # this stack does not ship; they remain the fastest JPEG path here.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from torchvision.io import ImageReadMode, decode_image
-
 from ctx_core.config import PretrainConfig
 from ctx_core.errors import UserError
 from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
 from ctx_core.pretext.grid import CENTRE_PAIRS, NEIGHBOUR_PAIRS, sample_grid
+from ctx_core.store.images import read_image
 
 
 class NoUsableImages(UserError):
@@ -132,13 +126,6 @@ def split_held_out(paths: Sequence[Path], fraction: float) -> tuple[list[Path], 
         held, train = ordered[:k], ordered[k:]
     return train, held
 
-
-def read_image(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB."""
-    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_image(data, mode=ImageReadMode.RGB)
 
 
 def cut_patches(img: torch.Tensor, corners: np.ndarray, patch: int) -> torch.Tensor:

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctx_core import distributed
 from ctx_core.checks import chance_accuracy
-from ctx_core.config import Settings
+from ctx_core.config import PretrainConfig, Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
-from ctx_core.models.io import save_encoder
+from ctx_core.encoder.artifact import EncoderContract, save_encoder
 from ctx_core.pretext.chroma_diagnostic import chroma_diagnostic
 from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, usable_images
 from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
 from ctx_core.pretext.train import distributed_from_env, pick_device, train
 from ctx_core.registry import ENCODER_FILE, register_version, weights_digest
+from ctx_core.store.layout import image_files
 from ctx_core.tracking import tracking_uri
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 @dataclass(frozen=True)
 class PretrainResult:
@@ -38,30 +37,11 @@ class PretrainResult:
     chance_accuracy: float = float("nan")  # the most frequent held-out label's share (metrics.json)
 
 
-def pretrain_image_paths(root: Path, splits: tuple[str, ...]) -> list[Path]:
-    """Images to pretrain on from an ingest store (``manifest.parquet`` + ``images/``),
-    a VOC root (``ImageSets/Main/<split>.txt``) or a plain folder (every image in it)."""
-    if not root.exists():
-        raise UserError(f"pretrain.input {root} does not exist; run `ctx ingest` (or point it at a VOC root or image folder)")
-    if (root / "manifest.parquet").is_file():
-        import pandas as pd
 
-        manifest = pd.read_parquet(root / "manifest.parquet", columns=["image_id", "split"])
-        rows = manifest[manifest["split"].isin(splits)]
-        if rows.empty:
-            raise UserError(f"{root}/manifest.parquet has no image in splits {list(splits)}; "
-                            f"it has {sorted(manifest['split'].unique())} (set pretrain.splits)")
-        return [root / "images" / f"{i}.jpg" for i in sorted(rows["image_id"])]
-    if (root / "JPEGImages").is_dir():
-        ids: list[str] = []
-        for split in splits:
-            listing = root / "ImageSets" / "Main" / f"{split}.txt"
-            if listing.is_file():
-                ids += listing.read_text().split()
-        if not ids:
-            raise UserError(f"VOC root {root} lists no image in splits {list(splits)} (ImageSets/Main/<split>.txt)")
-        return [root / "JPEGImages" / f"{i}.jpg" for i in sorted(set(ids))]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def params_hash(cfg: PretrainConfig) -> str:
+    """sha256 prefix of the ``pretrain`` section, recorded in the encoder's contract."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def run_pretrain(
@@ -74,7 +54,7 @@ def run_pretrain(
     cfg = settings.params.pretrain
     env = distributed_from_env()
     root = settings.path(cfg.input)
-    paths = pretrain_image_paths(root, cfg.splits)
+    paths = image_files(root, cfg.splits, "pretrain.input")
     usable = usable_images(paths, cfg)
     size_of = dict(zip(usable.paths, usable.sizes))
     train_paths, held_paths = split_held_out(usable.paths, cfg.held_out_fraction)
@@ -101,9 +81,10 @@ def run_pretrain(
         amp = cfg.amp and device.type == "cuda"
         accuracy, confusion = pretext_accuracy(result.model, held_sampler, cfg.eval_pairs, device, amp=amp)
         chance = chance_accuracy(confusion)  # the most frequent label's share: 0.15 with all 40 pairs of a grid
-        encoder = save_encoder(out / ENCODER_FILE, result.model.tower, meta={
-            "data_version": data_version, "chroma": cfg.chroma, "held_out_accuracy": accuracy, "steps": result.steps,
-        })
+        contract = EncoderContract.of(result.model.tower, cfg.chroma, cfg.patch_rms, task="context",
+                                      data_version=data_version, params_hash=params_hash(cfg))
+        encoder = save_encoder(out / ENCODER_FILE, result.model.tower, contract,
+                               meta={"held_out_accuracy": accuracy, "steps": result.steps})
         metrics = {
             "held_out_accuracy": accuracy,
             "chance_accuracy": chance,
@@ -144,8 +125,7 @@ def run_pretrain(
 
             client = mlflow.MlflowClient(tracking_uri(settings))
             version = str(register_version(client, cfg.registered_model, run.run_id, "encoder", {
-                "data_version": data_version, "arch": cfg.arch, "chroma": cfg.chroma,
-                "patch_size": cfg.patch_size, "held_out_accuracy": f"{accuracy:.4f}", "steps": result.steps,
+                **contract.tags(), "held_out_accuracy": f"{accuracy:.4f}", "steps": result.steps,
                 "chance_accuracy": f"{chance:.4f}", "eval_pairs": int(confusion.sum()),
                 "weights_sha256": weights_digest(encoder),
             }, description=f"{cfg.arch} tower, {cfg.chroma}, held-out pretext accuracy {accuracy:.3f}").version)

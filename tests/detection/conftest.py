@@ -3,7 +3,7 @@
 import pytest
 
 from ctx_core.config import load_params
-from ctx_core.models.io import save_encoder
+from ctx_core.encoder.artifact import EncoderContract, save_encoder
 from ctx_core.models.towers import build_tower
 from ctx_core.synth.run import run_synth
 from tests.conftest import write_params
@@ -22,7 +22,8 @@ def voc_root(tmp_path_factory):
 def encoder_file(tmp_path_factory):
     """A freshly initialised compact encoder (32-px patches) saved as ctx pretrain would."""
     path = tmp_path_factory.mktemp("enc") / "encoder.pt"
-    return save_encoder(path, build_tower("compact", 32), meta={"chroma": "projection"})
+    tower = build_tower("compact", 32)
+    return save_encoder(path, tower, EncoderContract.of(tower, "projection", 50.0))
 
 
 def detection_params(tmp_path, voc_root, encoder_file, **detection):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ctx_core.detection.evaluate import ClassDetections, average_precision, evaluate_detections, voc_iou
-from ctx_core.detection.voc import DetectionSplit, ImageRecord
+from ctx_core.store.labelled import DetectionSplit, ImageRecord
 from tests.detection.devkit_reference import devkit_ap
 
 

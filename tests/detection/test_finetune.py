@@ -13,10 +13,10 @@ from ctx_core.config import DetectionConfig, load_params
 from ctx_core.detection.data import TrainingSet
 from ctx_core.detection.io import load_detector
 from ctx_core.detection.model import build_detector, he_init
-from ctx_core.detection.run import EncoderMismatch, load_tower, run_detection_table, run_finetune
+from ctx_core.detection.run import load_tower, run_detection_table, run_finetune
 from ctx_core.detection.train import train_detector
-from ctx_core.detection.voc import read_detection_split
-from ctx_core.models.io import EncoderFileError, save_encoder
+from ctx_core.store.labelled import read_detection_split
+from ctx_core.encoder.artifact import EncoderContract, EncoderFileError, save_encoder
 from ctx_core.models.towers import build_tower
 from tests.detection.conftest import detection_params
 
@@ -108,20 +108,22 @@ def test_finetune_logs_registers_and_tabulates(voc_root, encoder_file, tmp_path)
     assert table.csv.read_text().splitlines()[0] == ",".join(["init", *table.classes, "mAP"])
 
 
-def test_incompatible_encoders_are_refused(voc_root, tmp_path):
-    resnet = save_encoder(tmp_path / "resnet.pt", build_tower("resnet18", 64))
-    params = detection_params(tmp_path, voc_root, resnet)
-    with pytest.raises(EncoderFileError, match="holds a 'resnet18' tower.*asks for 'compact'"):
-        load_tower(load_params(params), "context", None)
+def test_the_encoder_decides_the_backbone_and_bad_weights_are_refused(voc_root, tmp_path):
+    resnet = build_tower("resnet18", 64)
+    path = save_encoder(tmp_path / "resnet.pt", resnet, EncoderContract.of(resnet, "none", 30.0))
+    params = detection_params(tmp_path, voc_root, path)
+    assert load_params(params).params.pretrain.arch == "compact"
+    for init in ("context", "scratch"):  # scratch: the encoder's architecture with fresh weights
+        tower, contract, version = load_tower(load_params(params), init, None)
+        assert (tower.arch, tower.patch_size, contract.patch_rms) == ("resnet18", 64, 30.0)
+        assert (version == "none") == (init == "scratch")
     wide = build_tower("compact", 32)
-    blob_path = save_encoder(tmp_path / "odd.pt", wide)
+    blob_path = save_encoder(tmp_path / "odd.pt", wide, EncoderContract.of(wide, "projection", 50.0))
     blob = torch.load(blob_path, weights_only=True)
     blob["state_dict"]["trunk.0.weight"] = torch.zeros(8, 3, 5, 5)
     torch.save(blob, blob_path)
-    with pytest.raises(EncoderMismatch, match=r"odd.pt does not fit the 'compact' backbone.*trunk.0.weight"):
+    with pytest.raises(EncoderFileError, match=r"odd.pt: weights do not fit its 'compact' tower.*trunk.0.weight"):
         load_tower(load_params(params), "context", str(blob_path))
-    tower, version, chroma = load_tower(load_params(params), "scratch", None)
-    assert tower.arch == "compact" and version == "none" and chroma == "none"
 
 
 def test_cli_missing_encoder_is_one_line(voc_root, tmp_path):

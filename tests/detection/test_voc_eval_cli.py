@@ -10,7 +10,7 @@ import pytest
 
 from ctx_core.detection.evaluate import ClassDetections
 from ctx_core.detection.results import write_results
-from ctx_core.detection.voc import DatasetError, read_detection_split, sanitize_boxes
+from ctx_core.store.labelled import DatasetError, read_detection_split, sanitize_boxes
 
 
 def ctx(*args):

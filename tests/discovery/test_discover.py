@@ -6,7 +6,7 @@ import torch
 from ctx_core.config import DiscoveryConfig
 from ctx_core.discovery.constellations import NoConstellationsError, all_constellations, sample_constellations
 from ctx_core.discovery.discover import discover
-from ctx_core.features.store import FeatureSet, FeatureWriter
+from ctx_core.feature_store import FeatureSet, FeatureWriter
 
 GRID, STRIDE, PATCH, DIM = 8, 16, 32, 64
 PLANTED = {"im0": (0, 0), "im1": (3, 1), "im2": (5, 5), "im3": (1, 4), "im4": (2, 2)}

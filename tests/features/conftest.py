@@ -14,7 +14,7 @@ import torch
 
 from ctx_core.config import Settings, load_params
 from ctx_core.ingest.run import run_ingest
-from ctx_core.models.io import save_encoder
+from ctx_core.encoder.artifact import EncoderContract, save_encoder
 from ctx_core.models.towers import build_tower
 from ctx_core.synth.run import run_synth
 from tests.conftest import write_params
@@ -48,7 +48,8 @@ def encoder_file(tmp_path_factory) -> Path:
     folder, done = _shared(tmp_path_factory, "encoder")
     if not done:
         torch.manual_seed(1)
-        save_encoder(folder / "encoder.pt", build_tower("compact", 32), {"chroma": "projection"})
+        tower = build_tower("compact", 32)
+        save_encoder(folder / "encoder.pt", tower, EncoderContract.of(tower, "projection", 50.0))
         (folder / ".done").touch()
     return folder / "encoder.pt"
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ctx_core.cli import main
-from ctx_core.features.store import FeatureSet
+from ctx_core.feature_store import FeatureSet
 from tests.features.conftest import feature_settings
 
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from ctx_core.errors import UserError
-from ctx_core.features.encoders import EncoderMismatchError, Embedder, load_learned, random_init_tower
+from ctx_core.features.encoders import Embedder, load_learned, random_init_tower
 from ctx_core.features.extract import extract
 from ctx_core.features.grid import dense_layout, random_layout
-from ctx_core.features.preprocess import test_time as preprocess_test_time
+from ctx_core.encoder.preprocess import test_time as preprocess_test_time
 from ctx_core.features.run import run_extract, store_images
-from ctx_core.features.store import FeatureSet, FeatureSetError, FeatureWriter
-from ctx_core.models.io import EncoderFileError, save_encoder
+from ctx_core.feature_store import FeatureSet, FeatureSetError, FeatureWriter
+from ctx_core.encoder.artifact import EncoderContract, EncoderFileError, save_encoder
 from ctx_core.models.towers import build_tower
 from ctx_core.registry import RegistryError
 from tests.features.conftest import feature_settings
@@ -93,11 +93,13 @@ def test_missing_encoder_file_names_the_path(tmp_path, store):
         run_extract(settings, progress=False)
 
 
-def test_encoder_of_another_architecture_names_both(tmp_path, store):
-    other = save_encoder(tmp_path / "paper.pt", build_tower("paper", 96))
+def test_the_encoder_decides_the_architecture_not_pretrain_params(tmp_path, store):
+    paper = build_tower("paper", 96)
+    other = save_encoder(tmp_path / "paper.pt", paper, EncoderContract.of(paper, "grayscale", 30.0))
     settings = feature_settings(tmp_path, store, other)
-    with pytest.raises(EncoderMismatchError, match="holds a 'paper' tower .* but pretrain.arch is 'compact'"):
-        load_learned(settings)
+    assert settings.params.pretrain.arch == "compact"
+    tower, contract, _ = load_learned(settings)
+    assert (tower.arch, tower.patch_size, contract.chroma, contract.patch_rms) == ("paper", 96, "grayscale", 30.0)
 
 
 def test_encoder_missing_from_the_registry(tmp_path, store):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from ctx_core.features.knn import TooFewCandidatesError, best_per_group, standardise, topk_correlation
+from ctx_core.knn import TooFewCandidatesError, best_per_group, standardise, topk_correlation
 
 
 def chunked(x: torch.Tensor, rows: int):

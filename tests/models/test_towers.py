@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from ctx_core.models.io import EncoderFileError, load_encoder, save_encoder
 from ctx_core.models.siamese import ContextPredictionNet
 from ctx_core.models.towers import PaperTower, build_tower
 
@@ -40,20 +39,3 @@ def test_siamese_towers_share_weights():
     net.pairs(a, b).sum().backward()
     assert net.tower.trunk[0].weight.grad is not None
     assert len([m for m in net.modules() if isinstance(m, type(net.tower))]) == 1
-
-
-def test_encoder_file_roundtrip_and_errors(tmp_path):
-    tower = build_tower("compact", 32).eval()
-    path = save_encoder(tmp_path / "enc" / "encoder.pt", tower, {"chroma": "projection"})
-    loaded, meta = load_encoder(path, arch="compact")
-    loaded.eval()
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(loaded(x), tower(x)) and meta == {"chroma": "projection"}
-    with pytest.raises(EncoderFileError, match="holds a 'compact' tower.*asks for 'paper'"):
-        load_encoder(path, arch="paper")
-    with pytest.raises(EncoderFileError, match="does not exist"):
-        load_encoder(tmp_path / "missing.pt")
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(EncoderFileError, match="cannot be read"):
-        load_encoder(bad)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctx_core.pretext.augment import (
-    augment_patches, drop_colour, grayscale, normalise, pixelate, project_colour, projection_matrix,
-)
+from ctx_core.encoder.preprocess import grayscale, normalise, project_colour, projection_matrix
+from ctx_core.pretext.augment import augment_patches, drop_colour, pixelate
 
 
 def numpy_projection() -> np.ndarray:

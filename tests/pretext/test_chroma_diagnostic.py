@@ -28,7 +28,9 @@ def fringe_images(folder, n=12, w=96, h=96):
 def test_projection_hides_colour_borne_position(tmp_path):
     images = fringe_images(tmp_path / "imgs")
     cfg = PretrainConfig(patch_size=16, gap=0, jitter=0, pixelation_prob=0.0)
-    seen = position_rmse(images, images, cfg, "none", steps=60, batch=64, eval_patches=256)
-    hidden = position_rmse(images, images, cfg, "projection", steps=60, batch=64, eval_patches=256)
+    # 200 steps, not 60: at 60 the learned ratio depended on the CPU's float kernels (0.88 on a
+    # 2-core AVX2-only AMD EPYC, below 0.85 elsewhere); at 200 it is 0.73 against 1.05 there
+    seen = position_rmse(images, images, cfg, "none", steps=200, batch=64, eval_patches=256)
+    hidden = position_rmse(images, images, cfg, "projection", steps=200, batch=64, eval_patches=256)
     assert seen.ratio < 0.85, seen
     assert hidden.ratio > 0.93, hidden

@@ -11,6 +11,7 @@ from PIL import Image
 from ctx_core.config import load_params
 from ctx_core.errors import UserError
 from ctx_core.pretext.run import run_pretrain
+from ctx_core.encoder.artifact import read_contract
 from ctx_core.registry import RegistryError, load_encoder_ref
 from tests.conftest import write_params
 
@@ -47,8 +48,12 @@ def test_pretrain_logs_registers_and_reloads(synth_root, tmp_path):
 
     assert version.tags["weights_sha256"] == hashlib.sha256(result.encoder.read_bytes()).hexdigest()[:12]
 
-    tower, meta = load_encoder_ref(f"models:/ctx-encoder/{result.registered_version}", uri, arch="compact")
+    tower, contract, meta = load_encoder_ref(f"models:/ctx-encoder/{result.registered_version}", uri)
     assert tower.feature_dim == 512 and meta["registry_version"] == result.registered_version
+    # the registry version carries the encoder's contract as tags, equal to the file's
+    assert contract == read_contract(result.encoder)
+    assert {k: version.tags[k] for k in contract.tags()} == contract.tags()
+    assert contract.patch_rms == 50.0 and contract.task == "context" and contract.params_hash
     with pytest.raises(RegistryError, match="not in the registry.*registered models: ctx-encoder"):
         load_encoder_ref("models:/ctx-encoder@champion", uri)
 

@@ -1,4 +1,4 @@
-"""``ctx finetune``, ``ctx detection-table`` and ``ctx voc-eval``."""
+"""``ctx finetune`` and ``ctx voc-eval``: a detector per encoder init, and VOC AP of any results files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ctx_core.cli import settings_from_args
+from ctx_core.cli.common import settings_from_args
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -38,23 +38,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_table(args: argparse.Namespace) -> int:
-    from ctx_core.detection.run import run_detection_table
-
-    result = run_detection_table(settings_from_args(args))
-    if result.missing:
-        print(f"ctx: note: not fine-tuned yet: {', '.join(result.missing)}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"rows": result.rows, "markdown": str(result.markdown), "csv": str(result.csv)}, indent=2))
-    else:
-        print(result.markdown.read_text(), end="")
-    return 0
-
-
 def cmd_voc_eval(args: argparse.Namespace) -> int:
     from ctx_core.detection.evaluate import evaluate_detections
     from ctx_core.detection.results import read_results
-    from ctx_core.detection.voc import read_detection_split
+    from ctx_core.store.labelled import read_detection_split
 
     split = read_detection_split(Path(args.root), args.split)
     classes = list(split.present_classes)
@@ -78,10 +65,6 @@ def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.Ar
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this init")
     p.add_argument("--steps", type=int, metavar="N", help="total training steps (detection.steps)")
     p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("detection-table", help="per-class AP of every fine-tuned init as markdown and CSV")
-    common_args(p)
-    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("voc-eval", help="score VOC results files (comp4_det_<split>_<class>.txt) against a VOC root")
     common_args(p)

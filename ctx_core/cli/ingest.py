@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Callable
 
-from ctx_core.cli import settings_from_args
+from ctx_core.cli.common import settings_from_args
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

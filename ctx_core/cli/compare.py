@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Callable
 
-from ctx_core.cli import settings_from_args
+from ctx_core.cli.common import settings_from_args
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

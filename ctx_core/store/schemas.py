@@ -76,7 +76,8 @@ _TABLE_CHECKS = {
 }
 
 
-def _validate(schema: pa.DataFrameSchema, frame: pd.DataFrame, table: str) -> None:
+def validate_table(schema: pa.DataFrameSchema, frame: pd.DataFrame, table: str) -> None:
+    """Validate ``frame`` against ``schema``; a failure is one line naming ``table``, the column, the check and the rows."""
     frame = frame.reset_index(drop=True)  # row numbers in messages are positions in the file
     try:
         schema.validate(frame, lazy=True)
@@ -103,8 +104,8 @@ def validate_tables(manifest: pd.DataFrame, annotations: pd.DataFrame, classes: 
     """Both schemas, then the links between the tables: every box belongs to a
     stored image, lies inside it, and names a class in ``classes.txt``."""
     manifest, annotations = manifest.reset_index(drop=True), annotations.reset_index(drop=True)
-    _validate(MANIFEST, manifest, "manifest.parquet")
-    _validate(ANNOTATIONS, annotations, "annotations.parquet")
+    validate_table(MANIFEST, manifest, "manifest.parquet")
+    validate_table(ANNOTATIONS, annotations, "annotations.parquet")
     sizes = manifest.set_index("image_id")[["width", "height"]]
     orphan = ~annotations["image_id"].isin(sizes.index)
     if orphan.any():

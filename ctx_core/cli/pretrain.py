@@ -9,7 +9,7 @@ from typing import Callable
 
 from PIL import Image
 
-from ctx_core.cli import settings_from_args
+from ctx_core.cli.common import settings_from_args
 from ctx_core.errors import UserError
 
 

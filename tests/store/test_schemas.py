@@ -6,7 +6,7 @@ import pytest
 from ctx_core.errors import UserError
 from ctx_core.ingest import run as ingest_run
 from ctx_core.ingest.run import run_ingest
-from ctx_core.ingest.schemas import SchemaValidationError, validate_tables
+from ctx_core.store.schemas import SchemaValidationError, validate_tables
 from tests.ingest.conftest import ingest_settings
 from tests.ingest.test_voc import make_voc2007
 

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from ctx_core.errors import UserError
-from ctx_core.ingest.voc import AnnotationError, VocObject, parse_annotation, read_classes
+from ctx_core.store.layout import image_path, is_store, read_annotations, read_manifest, read_store_classes
+from ctx_core.store.voc import AnnotationError, VocObject, parse_annotation, read_classes
 
 
 class DatasetError(UserError):
@@ -149,14 +150,11 @@ def _read_voc(root: Path, split: str) -> DetectionSplit:
 
 
 def _read_store(root: Path, split: str) -> DetectionSplit:
-    import pandas as pd
-
-    manifest = pd.read_parquet(root / "manifest.parquet", columns=["image_id", "width", "height", "split"])
+    manifest = read_manifest(root, ["image_id", "width", "height", "split"])
     rows = manifest[manifest["split"] == split].sort_values("image_id")
     if rows.empty:
         raise DatasetError(f"store {root} has no image in split {split!r}; it has {sorted(manifest['split'].unique())}")
-    ann_path = root / "annotations.parquet"
-    ann = pd.read_parquet(ann_path) if ann_path.is_file() else pd.DataFrame(columns=["image_id"])
+    ann = read_annotations(root)
     by_image = {k: g for k, g in ann[ann["image_id"].isin(set(rows["image_id"]))].groupby("image_id", sort=False)}
     tally: dict[str, list[str]] = {"clipped": [], "skipped": []}
     records = []
@@ -166,17 +164,15 @@ def _read_store(root: Path, split: str) -> DetectionSplit:
             VocObject(str(n), float(x0), float(y0), float(x1), float(y1), bool(d), bool(t))
             for n, x0, y0, x1, y1, d, t in zip(g["class"], g["xmin"], g["ymin"], g["xmax"], g["ymax"], g["difficult"], g["truncated"])
         ]
-        records.append(_record(str(image_id), root / "images" / f"{image_id}.jpg", int(w), int(h), objects, tally))
-    listed = root / "classes.txt"
-    classes = [c.strip() for c in listed.read_text().splitlines() if c.strip()] if listed.is_file() else []
-    classes = classes or sorted({n for r in records for n in r.names})
+        records.append(_record(str(image_id), image_path(root, str(image_id)), int(w), int(h), objects, tally))
+    classes = read_store_classes(root) or sorted({n for r in records for n in r.names})
     return DetectionSplit(root, split, tuple(classes), tuple(records), _notes(tally))
 
 
 def read_detection_split(root: Path, split: str) -> DetectionSplit:
     """One split of an ingest store (``manifest.parquet``) or a VOC root (``ImageSets/Main``)."""
     root = Path(root)
-    if (root / "manifest.parquet").is_file():
+    if is_store(root):
         return _read_store(root, split)
     if (root / "Annotations").is_dir() or (root / "ImageSets").is_dir():
         return _read_voc(root, split)

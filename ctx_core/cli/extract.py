@@ -1,4 +1,4 @@
-"""``ctx extract``, ``ctx nn`` and ``ctx discover``: features, neighbours and discovered objects."""
+"""``ctx extract`` and ``ctx nn``: patch features, and the nearest patches to a box of your own image."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ctx_core.cli import settings_from_args
+from ctx_core.cli.common import settings_from_args
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -32,8 +32,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_nn(args: argparse.Namespace) -> int:
     from ctx_core.features.query import matches_png, nearest_patches, parse_box
-    from ctx_core.features.run import LEARNED
-    from ctx_core.features.store import FeatureSet
+    from ctx_core.feature_store import LEARNED
+    from ctx_core.feature_store import FeatureSet
 
     settings = settings_from_args(args)
     box = parse_box(args.box)
@@ -42,24 +42,6 @@ def cmd_nn(args: argparse.Namespace) -> int:
     if args.png:
         store = Path(FeatureSet.open(settings.path(settings.params.features.out) / LEARNED).meta["store"])
         matches_png(args.image, box, matches, store, Path(args.png))
-    return 0
-
-
-def cmd_discover(args: argparse.Namespace) -> int:
-    from ctx_core.discovery.run import run_discover
-
-    result = run_discover(settings_from_args(args))
-    if args.json:
-        print(json.dumps({"out": str(result.out), "tables": {k: str(v) for k, v in result.tables.items()},
-                          "metrics": result.metrics, "reports": {k: str(v) for k, v in result.reports.items()},
-                          "mlflow_run_id": result.mlflow_run_id}, indent=2))
-        return 0
-    for name, m in result.metrics.items():
-        if isinstance(m, dict):
-            scored = {k: v for k, v in m.items() if k.startswith(("purity", "max_coverage"))}
-            print(f"{name}: {m['clusters']} clusters" + "".join(f", {k} {v}" for k, v in scored.items()))
-    print(f"evaluation: {result.metrics['evaluation']}")
-    print(f"clusters {result.tables['learned']}; montage {result.reports['clusters']}")
     return 0
 
 
@@ -76,7 +58,3 @@ def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.Ar
     p.add_argument("--k", type=int, default=10, metavar="K", help="number of matches (default 10)")
     p.add_argument("--png", metavar="FILE", help="also save the query and its matches as a PNG")
     p.set_defaults(func=cmd_nn)
-
-    p = sub.add_parser("discover", help="discover objects from constellations of patches (discovery)")
-    common_args(p)
-    p.set_defaults(func=cmd_discover)

@@ -1,5 +1,9 @@
 """A feature set on disk: shards of features plus a parquet index.
 
+The contract between ``ctx extract`` (which writes ``features.out/<name>/``,
+one folder per embedder: ``learned``, ``random_init``, ``raw_pixels``) and its
+readers (``ctx nn``, ``ctx discover``).
+
 Layout of one feature set folder::
 
     shard-00000.npy ...   (rows, dim) float16 or float32, written as extraction goes
@@ -22,7 +26,9 @@ import pandera.pandas as pa
 import torch
 
 from ctx_core.errors import UserError
-from ctx_core.ingest.schemas import IMAGE_ID, _validate
+from ctx_core.store.schemas import IMAGE_ID, validate_table
+
+LEARNED = "learned"  # the feature set of the pretrained encoder; the others are baselines
 
 INDEX = pa.DataFrameSchema(
     {
@@ -50,7 +56,7 @@ class FeatureSetError(UserError):
 
 
 def validate_index(index: pd.DataFrame) -> None:
-    _validate(INDEX, index, "index.parquet")
+    validate_table(INDEX, index, "index.parquet")
 
 
 class FeatureWriter:
