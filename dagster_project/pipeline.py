@@ -53,9 +53,9 @@ def stale_stages(root: Path) -> list[str]:
 
 def selection(stages: list[str]) -> str:
     """Dagster selection: each stale stage's asset and everything downstream of it."""
-    from dagster_project.defs.dvc_lock import asset_for_stage
+    from dagster_project.stage import asset_for_stage
 
-    keys = sorted({asset_for_stage(s).to_user_string() for s in stages if asset_for_stage(s) is not None})
+    keys = sorted({key.to_user_string() for key in map(asset_for_stage, stages) if key is not None})
     return ",".join(f"{k}*" for k in keys)
 
 

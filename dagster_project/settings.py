@@ -1,7 +1,8 @@
 """Which params file the Dagster door reads, and shared helpers for assets.
 
 ``CTX_PARAMS`` names the params file (default: ``params.yaml`` at the project
-root), so the launchpad's defaults are the same values ``dvc repro`` uses.
+root); a run reads it when it starts, so whatever the launchpad leaves empty has
+the value ``dvc repro`` uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from ctx_core.config import Settings, load_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,11 +33,6 @@ GPU_TAGS = {
 
 def params_file() -> Path:
     return Path(os.environ.get("CTX_PARAMS", PROJECT_ROOT / "params.yaml")).resolve()
-
-
-def default_params() -> Settings:
-    """Params as the file says, for run-config defaults shown in the launchpad."""
-    return load_params(params_file())
 
 
 def inline_png(path: Path, max_side: int = 768) -> str:

@@ -46,9 +46,9 @@ for (let i = 0; i < 8; i++) {
 await shot('ui_dagster_graph');
 
 // the comparison asset: table, chart and numbers in its metadata
-await open(`${dagster}/assets/model_comparison`);
+await open(`${dagster}/assets/compare`);
 await shot('ui_dagster_comparison');
-await open(`${dagster}/assets/context_encoder`);
+await open(`${dagster}/assets/pretrain`);
 await shot('ui_dagster_encoder');
 
 // MLflow: every stage's run, and the detector versions with the champion alias

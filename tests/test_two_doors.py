@@ -22,7 +22,10 @@ import mlflow
 import pytest
 import yaml
 
+from ctx_core.cli.main import IMPORT_LOG
 from ctx_core.config import load_params
+from ctx_core.stage_deps import covered
+from ctx_core.stages import STAGES, stage_for_command
 from tests.conftest import BIN, ROOT, dagster_resources, free_port, wait_http
 
 pytestmark = pytest.mark.slow
@@ -76,6 +79,22 @@ def sh(cwd, *cmd, env=None):
     return proc.stdout
 
 
+def assert_imports_covered_by_deps(repo, logs) -> None:
+    """Every ctx_core file a stage's `ctx` run imported (``CTX_IMPORT_LOG``) is covered by that
+    stage's deps in dvc.yaml; the failure names the stage and the file."""
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    seen = set()
+    for log in sorted(logs.glob("*.txt")):
+        command = log.name.rsplit("-", 1)[0]
+        found = stage_for_command(command)
+        body = dvc[found.name]["do"] if found.foreach else dvc[found.name]
+        deps = [d for d in body["deps"] if isinstance(d, str)]
+        uncovered = [f for f in log.read_text().split() if not covered(f, deps)]
+        assert not uncovered, f"dvc.yaml stage {found.name!r} imports {uncovered} but does not list them as deps"
+        seen.add(found.name)
+    assert seen == {s.name for s in STAGES}
+
+
 def stage_runs(uri: str) -> list:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("ctx-pipeline")
@@ -83,19 +102,21 @@ def stage_runs(uri: str) -> list:
 
 
 def all_assets():
-    from dagster_project.defs import context_encoder, detection, discovery, raw_images, synthetic_dataset
+    from dagster_project.defs import detection, discovery, ingest, pretrain, synth
 
     return [
-        synthetic_dataset.synthetic_voc, raw_images.raw_images, raw_images.raw_images_tables_valid,
-        context_encoder.context_encoder, context_encoder.context_encoder_beats_chance,
-        discovery.patch_features, discovery.object_clusters,
-        *detection.DETECTORS, *detection.DETECTOR_CHECKS, detection.detection_table, detection.model_comparison,
+        synth.synth, ingest.ingest, ingest.ingest_tables_valid,
+        pretrain.pretrain, pretrain.pretrain_beats_chance,
+        discovery.extract, discovery.discover,
+        *detection.FINETUNE_ASSETS, *detection.FINETUNE_CHECKS, detection.detection_table, detection.compare,
     ]
 
 
-def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, monkeypatch):
+def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, monkeypatch, tmp_path):
+    imports = tmp_path / "imports"
     env = {"MLFLOW_TRACKING_URI": mlflow_server}
-    out = sh(repo, "dvc", "repro", env=env)
+    out = sh(repo, "dvc", "repro", env={**env, IMPORT_LOG: str(imports)})
+    assert_imports_covered_by_deps(repo, imports)
     assert "Running stage 'compare'" in out and "ctx-detector@champion" in out
     assert "up to date" in sh(repo, "dvc", "status", env=env)
     metrics = json.dumps(json.loads(sh(repo, "dvc", "metrics", "show", "--json", env=env)))
@@ -126,12 +147,12 @@ def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, 
     instance = dg.DagsterInstance.ephemeral()
     result = dvc_lock_sensor(dg.build_sensor_context(instance=instance))
     reported = {e.asset_key.to_user_string() for e in result.asset_events}
-    assert reported == {"synthetic_voc", "raw_images", "context_encoder", "patch_features", "object_clusters",
-                        "detector/context", "detector/scratch", "detector/context_rescaled", "detection_table",
-                        "model_comparison"}
+    assert reported == {"synth", "ingest", "pretrain", "extract", "discover",
+                        "finetune/context", "finetune/scratch", "finetune/context_rescaled", "detection_table",
+                        "compare"}
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
-    assert instance.get_latest_materialization_event(dg.AssetKey("context_encoder")) is not None
+    assert instance.get_latest_materialization_event(dg.AssetKey("pretrain")) is not None
     again = dvc_lock_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(again, dg.SkipReason)
 
@@ -168,7 +189,7 @@ def test_dagster_materialises_the_whole_graph_and_dvc_status_agrees(repo, mlflow
     # every stage logged again, now with this Dagster run's id; the champion alias moved on the server
     tagged = [r for r in stage_runs(mlflow_server) if r.data.tags.get("dagster_run_id") == result.run_id]
     assert {r.data.tags["stage"] for r in tagged} == STAGES_WITH_RUNS
-    comparison = result.asset_materializations_for_node("model_comparison")[0].metadata
+    comparison = result.asset_materializations_for_node("compare")[0].metadata
     assert comparison["versions"].value == 6 and "★" in comparison["comparison"].value
     client = mlflow.MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("ctx-detector", "champion")

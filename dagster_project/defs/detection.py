@@ -1,6 +1,6 @@
-"""Detection: one Faster R-CNN asset per encoder init (``detector/<init>``), the
+"""Detection: one Faster R-CNN asset per encoder init (``finetune/<init>``), the
 inits' per-class AP side by side (``detection_table``), and the registry
-comparison that moves the ``champion`` alias (``model_comparison``).
+comparison that moves the ``champion`` alias (``compare``).
 They call ``ctx_core.detection`` and ``ctx_core.compare``; the outputs are
 those of ``ctx finetune``, ``ctx detection-table`` and ``ctx compare``."""
 
@@ -11,56 +11,50 @@ from pydantic import Field
 
 from ctx_core.checks import detector_problem
 from ctx_core.compare import run_compare
+from ctx_core.config import load_params
 from ctx_core.detection.report import ap_table_markdown
 from ctx_core.detection.run import run_detection_table, run_finetune
+from ctx_core.stages import stage
 from ctx_core.tracking import tracking_uri
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
-from dagster_project.settings import GPU_TAGS, default_params, inline_png
-from dagster_project.stage import finish, launchpad, require_upstream, running, stage_settings
+from dagster_project.settings import GPU_TAGS, inline_png, params_file
+from dagster_project.stage import (
+    LaunchpadConfig, asset_key, finish, latest_metadata, launchpad, param, require_upstream, running, stage_asset,
+    stage_settings,
+)
 
-_DET = default_params().params.detection
+# The one params value read at import, because it shapes the graph: one finetune asset per
+# item of detection.inits (the stage's foreach key), as dvc.yaml has one finetune@<init>
+# stage per item. Every other value is read when a run starts.
+INITS: tuple[str, ...] = tuple(load_params(params_file()).params.detection.inits)
 
 
-class FinetuneRunConfig(dg.Config):
-    """Launchpad settings; defaults are params.yaml's ``detection`` (the same budget for every init)."""
+class FinetuneRunConfig(LaunchpadConfig):
+    """Launchpad settings of ``detection`` (the same budget for every init); an empty
+    field keeps the params file's value."""
 
-    encoder: str = Field(default=_DET.encoder, description="encoder.pt path, models:/name@alias or models:/name/version")
-    steps: int = Field(default=_DET.steps, description="training steps (the same for every init)")
-    batch_size: int = Field(default=_DET.batch_size, description="images per step")
-    lr: float = Field(default=_DET.lr)
+    encoder: str | None = param("detection.encoder", "encoder.pt path, models:/name@alias or models:/name/version")
+    steps: int | None = param("detection.steps", "training steps (the same for every init)")
+    batch_size: int | None = param("detection.batch_size", "images per step")
+    lr: float | None = param("detection.lr", "learning rate after warmup")
     resume: bool = Field(default=False, description="continue from this init's newest checkpoint")
-    overrides: list[str] = Field(default=[], description="extra section.key=value settings")
 
 
-def detector_key(init: str) -> dg.AssetKey:
-    return dg.AssetKey(["detector", init])
-
-
-def _detector_asset(init: str) -> dg.AssetsDefinition:
+def _finetune_asset(init: str) -> dg.AssetsDefinition:
     # scratch needs no encoder, but DVC's finetune stages (one foreach) all list
     # encoder.pt as a dep, and every row of the table comes from one encoder run
-    deps = [dg.AssetKey("raw_images"), dg.AssetKey("context_encoder")]
+    deps = [asset_key("ingest"), asset_key("pretrain")]
+    dvc_stage = stage("finetune").dvc_stage(init)
 
-    @dg.asset(
-        key=detector_key(init),
-        deps=deps,
-        group_name="detection",
-        kinds={"pytorch", "mlflow"},
-        pool="gpu",
-        op_tags=GPU_TAGS,
-        description=f"Faster R-CNN from the {init} init, fine-tuned and scored with VOC AP (ctx finetune --init {init}).",
-    )
-    def _detector(context: dg.AssetExecutionContext, config: FinetuneRunConfig, mlflow: MlflowTracking,
+    @dg.asset(**stage_asset("finetune", init), deps=deps, kinds={"pytorch", "mlflow"}, pool="gpu", op_tags=GPU_TAGS)
+    def _finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, mlflow: MlflowTracking,
                   compute: ComputeDevice, dvc: DvcLock) -> dg.MaterializeResult:
-        settings = stage_settings(launchpad(config, {
-            "encoder": "detection.encoder", "steps": "detection.steps", "batch_size": "detection.batch_size",
-            "lr": "detection.lr",
-        }), mlflow, compute)
+        settings = stage_settings(launchpad(config), mlflow, compute)
         cfg = settings.params.detection
-        require_upstream(settings.path(cfg.input), "raw_images", "the image store")
+        require_upstream(settings.path(cfg.input), "ingest", "the image store")
         if init != "scratch" and not cfg.encoder.startswith("models:/"):
-            require_upstream(settings.path(cfg.encoder), "context_encoder", "the encoder")
-        with running(context, settings, f"finetune@{init}"):
+            require_upstream(settings.path(cfg.encoder), "pretrain", "the encoder")
+        with running(context, settings, dvc_stage):
             result = run_finetune(settings, init, resume=config.resume,
                                   extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
         row = {init: {**result.ap, "mAP": result.mean_ap}}
@@ -82,18 +76,16 @@ def _detector_asset(init: str) -> dg.AssetsDefinition:
             "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
             "registered_version": result.registered_version or "tracking off",
         }
-        return finish(context, settings, f"finetune@{init}", result.mlflow_run_id, mlflow, dvc, metadata)
+        return finish(context, settings, dvc_stage, result.mlflow_run_id, mlflow, dvc, metadata)
 
-    return _detector
+    return _finetune
 
 
-def _finite_map_check(asset: dg.AssetsDefinition, init: str) -> dg.AssetChecksDefinition:
+def _finite_map_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="finite_map", blocking=True,
                     description="mAP is a finite number in [0, 1] (a diverged detector never reaches the comparison)")
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(detector_key(init))
-        entry = event.asset_materialization.metadata.get("mAP") if event and event.asset_materialization else None
-        value = entry.value if entry is not None else None
+        value = latest_metadata(context.instance, asset.key).get("mAP")
         problem = detector_problem(value if isinstance(value, (int, float)) else None)
         return dg.AssetCheckResult(passed=problem is None,
                                    metadata={"mAP": value if isinstance(value, float) and math.isfinite(value) else str(value),
@@ -102,16 +94,11 @@ def _finite_map_check(asset: dg.AssetsDefinition, init: str) -> dg.AssetChecksDe
     return _check
 
 
-DETECTORS = [_detector_asset(init) for init in _DET.inits]
-DETECTOR_CHECKS = [_finite_map_check(asset, init) for asset, init in zip(DETECTORS, _DET.inits)]
+FINETUNE_ASSETS = [_finetune_asset(init) for init in INITS]
+FINETUNE_CHECKS = [_finite_map_check(asset) for asset in FINETUNE_ASSETS]
 
 
-@dg.asset(
-    deps=DETECTORS,
-    group_name="detection",
-    kinds={"python"},
-    description="Per-class AP of every init in the paper's Table 1 layout (ctx detection-table).",
-)
+@dg.asset(**stage_asset("detection_table"), deps=FINETUNE_ASSETS, kinds={"python"})
 def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
     settings = stage_settings([], mlflow)
     with running(context, settings, "detection_table"):
@@ -125,14 +112,8 @@ def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, d
     return finish(context, settings, "detection_table", None, mlflow, dvc, metadata)
 
 
-@dg.asset(
-    deps=DETECTORS,
-    group_name="detection",
-    kinds={"mlflow"},
-    description="Registered detector versions compared (init, encoder, data version, mAP, per-class AP); "
-                "the champion alias moves to the best version that passed its checks (ctx compare).",
-)
-def model_comparison(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
+@dg.asset(**stage_asset("compare"), deps=FINETUNE_ASSETS, kinds={"mlflow"})
+def compare(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcLock) -> dg.MaterializeResult:
     settings = stage_settings([], mlflow)
     with running(context, settings, "compare"):
         result = run_compare(settings, extra_tags={"dagster_run_id": context.run.run_id})

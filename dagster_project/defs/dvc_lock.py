@@ -1,42 +1,19 @@
 """``dvc_lock_sensor``: what ``dvc repro`` produced shows up in Dagster.
 
-Each DVC stage is one asset. When a stage's outputs in ``dvc.lock`` differ
-from what the asset's latest materialisation recorded (``dvc_lock_fingerprint``),
-the sensor reports a materialisation of that asset, runless, with the lock's
-hashes as metadata, so the UI shows outputs made outside Dagster as
-materialised. While a Dagster run is in progress it waits: assets record
-their own lock entries as they finish.
+Each DVC stage is one asset, of the same name (the stage table's). When a
+stage's outputs in ``dvc.lock`` differ from what the asset's latest
+materialisation recorded (``dvc_lock_fingerprint``), the sensor reports a
+materialisation of that asset, runless, with the lock's hashes as metadata,
+so the UI shows outputs made outside Dagster as materialised. While a
+Dagster run is in progress it waits: assets record their own lock entries as
+they finish.
 """
 
 import dagster as dg
 
 from ctx_core.dvc_sync import lock_fingerprints
-from dagster_project.defs.detection import detector_key
 from dagster_project.settings import params_file
-
-STAGE_ASSETS = {
-    "synth": dg.AssetKey("synthetic_voc"),
-    "ingest": dg.AssetKey("raw_images"),
-    "pretrain": dg.AssetKey("context_encoder"),
-    "extract": dg.AssetKey("patch_features"),
-    "discover": dg.AssetKey("object_clusters"),
-    "detection_table": dg.AssetKey("detection_table"),
-    "compare": dg.AssetKey("model_comparison"),
-}
-
-
-def asset_for_stage(stage: str) -> dg.AssetKey | None:
-    if stage.startswith("finetune@"):
-        return detector_key(stage.split("@", 1)[1])
-    return STAGE_ASSETS.get(stage)
-
-
-def _recorded(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    entry = event.asset_materialization.metadata.get("dvc_lock_fingerprint")
-    return entry.value if entry is not None else None
+from dagster_project.stage import asset_for_stage, latest_metadata
 
 
 def lock_events(instance: dg.DagsterInstance) -> list[dg.AssetMaterialization]:
@@ -45,7 +22,7 @@ def lock_events(instance: dg.DagsterInstance) -> list[dg.AssetMaterialization]:
     events = []
     for stage, fingerprint in sorted(lock_fingerprints(root).items()):
         key = asset_for_stage(stage)
-        if key is None or _recorded(instance, key) == fingerprint:
+        if key is None or latest_metadata(instance, key).get("dvc_lock_fingerprint") == fingerprint:
             continue
         events.append(dg.AssetMaterialization(
             asset_key=key,

@@ -9,7 +9,7 @@ import yaml
 
 from ctx_core.fsutil import dvc_dir_hash
 from dagster_project.defs.resources import MlflowTracking
-from dagster_project.defs.synthetic_dataset import synthetic_voc
+from dagster_project.defs.synth import synth
 from tests.conftest import dagster_resources, BIN, ROOT, write_params
 
 
@@ -20,15 +20,41 @@ def load_defs() -> dg.Definitions:
 def test_definitions_load_with_the_dataset_asset():
     defs = load_defs()
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"synthetic_voc", "raw_images"} <= keys
+    assert {"synth", "ingest"} <= keys
+
+
+def _foreach_items(settings, key: str) -> list[str]:
+    node = settings.params
+    for part in key.split("."):
+        node = getattr(node, part)
+    return list(node)
+
+
+def test_every_stage_has_its_assets_and_every_asset_is_a_stage():
+    from ctx_core.config import load_params
+    from ctx_core.stages import STAGES, stage
+    from dagster_project.stage import asset_for_stage
+
+    graph = load_defs().resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    params = load_params(ROOT / "params.yaml")
+    for s in STAGES:
+        mine = {k for k in keys if k.path[0] == s.name}
+        items = _foreach_items(params, s.foreach) if s.foreach else [None]
+        assert mine == {dg.AssetKey(s.asset_path(item)) for item in items}, s.name
+        assert {graph.get(k).group_name for k in mine} == {s.group}
+        assert all(graph.get(k).description.startswith(s.description) for k in mine)
+    for key in keys:  # named by the table, and found again from its DVC stage
+        s = stage(key.path[0])
+        assert asset_for_stage(s.dvc_stage(key.path[1] if s.foreach else None)) == key
 
 
 def test_asset_selection_strings_parse():
     # antlr4 4.9 (pulled by hydra-core 1.3 via dvc) breaks this with
     # "TypeError: ord() expected string of length 1"; the lock pins 4.13.
     graph = load_defs().resolve_asset_graph()
-    selected = dg.AssetSelection.from_string('key:"synthetic_voc" or group:data').resolve(graph)
-    assert {k.to_user_string() for k in selected} == {"synthetic_voc", "raw_images"}
+    selected = dg.AssetSelection.from_string('key:"synth" or group:data').resolve(graph)
+    assert {k.to_user_string() for k in selected} == {"synth", "ingest"}
 
 
 def test_dg_check_defs_passes():
@@ -37,18 +63,18 @@ def test_dg_check_defs_passes():
     assert "All definitions loaded successfully" in proc.stdout + proc.stderr
 
 
-def test_synthetic_voc_materialises_and_logs_to_mlflow(tmp_path, monkeypatch):
+def test_synth_materialises_and_logs_to_mlflow(tmp_path, monkeypatch):
     params = write_params(tmp_path, data={"synth": {"out": "data/synth", "reports": "reports/synth"}},
                           tracking={"enabled": True})
     monkeypatch.setenv("CTX_PARAMS", str(params))
     uri = f"sqlite:///{tmp_path / 'other.db'}"
     result = dg.materialize(
-        [synthetic_voc],
-        run_config={"ops": {"synthetic_voc": {"config": {"images": 10, "seed": 3, "size": 192}}}},
+        [synth],
+        run_config={"ops": {"synth": {"config": {"images": 10, "seed": 3, "size": 192}}}},
         resources=dagster_resources(mlflow=MlflowTracking(tracking_uri=uri)),
     )
     assert result.success
-    mat = result.asset_materializations_for_node("synthetic_voc")[0]
+    mat = result.asset_materializations_for_node("synth")[0]
     meta = mat.metadata
     out = tmp_path / "data" / "synth"
     assert meta["images"].value == 10 and meta["data_version"].value == dvc_dir_hash(out)
@@ -59,12 +85,11 @@ def test_synthetic_voc_materialises_and_logs_to_mlflow(tmp_path, monkeypatch):
     assert run.data.tags["data_version"] == meta["data_version"].value
 
 
-def test_launchpad_defaults_come_from_params_yaml():
-    schema = synthetic_voc.op.config_schema.config_type
-    fields = schema.fields
-    synth = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["synth"]
-    assert fields["images"].default_value == synth["images"]
-    assert fields["size"].default_value == synth["size"]
+def test_launchpad_fields_are_empty_and_name_their_params_key():
+    fields = synth.op.config_schema.config_type.fields
+    for name in ("images", "seed", "size"):
+        assert fields[name].default_value is None
+        assert f"`data.synth.{name}`" in fields[name].description
 
 
 def test_kubernetes_executor_is_chosen_by_the_environment(monkeypatch):
@@ -96,11 +121,11 @@ def test_two_materialisations_of_one_asset_at_once_leave_one_whole_output(tmp_pa
         finally:
             seen.append("end")
 
-    monkeypatch.setattr("dagster_project.defs.synthetic_dataset.run_synth", watched)
+    monkeypatch.setattr("dagster_project.defs.synth.run_synth", watched)
 
     def go():
         results.append(dg.materialize(
-            [synthetic_voc], run_config={"ops": {"synthetic_voc": {"config": {"images": 12}}}},
+            [synth], run_config={"ops": {"synth": {"config": {"images": 12}}}},
             resources=dagster_resources(), instance=dg.DagsterInstance.ephemeral(),
         ))
 
@@ -114,6 +139,6 @@ def test_two_materialisations_of_one_asset_at_once_leave_one_whole_output(tmp_pa
     out = tmp_path / "data" / "synth"
     assert len(list((out / "JPEGImages").glob("*.jpg"))) == 12
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".synth.")]  # no partial or old copies left
-    versions = {r.asset_materializations_for_node("synthetic_voc")[0].metadata["data_version"].value for r in results}
+    versions = {r.asset_materializations_for_node("synth")[0].metadata["data_version"].value for r in results}
     assert versions == {dvc_dir_hash(out)}
     assert load_params(params).params.data.synth.out == "data/synth"

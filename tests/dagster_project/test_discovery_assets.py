@@ -1,30 +1,29 @@
-"""``patch_features`` and ``object_clusters`` materialise in process on a tiny store."""
+"""``extract`` and ``discover`` materialise in process on a tiny store."""
 
 import dagster as dg
 import mlflow
-import yaml
 
-from dagster_project.defs.discovery import object_clusters, patch_features
+from dagster_project.defs.discovery import discover, extract
 from dagster_project.defs.resources import MlflowTracking
 from tests.conftest import dagster_resources
 from tests.features.conftest import encoder_file, feature_settings, store  # noqa: F401  (session fixtures)
 
 
-def test_features_and_clusters_materialise_with_montages_and_numbers(tmp_path, store, encoder_file, monkeypatch):
+def test_extract_and_discover_materialise_with_montages_and_numbers(tmp_path, store, encoder_file, monkeypatch):
     settings = feature_settings(tmp_path, store, encoder_file, {"max_images": 12}, discovery={"min_members": 1},
                                 tracking={"enabled": True})
     monkeypatch.setenv("CTX_PARAMS", str(settings.source))
     uri = f"sqlite:///{tmp_path / 'runs.db'}"
     result = dg.materialize(
-        [patch_features, object_clusters],
-        run_config={"ops": {"patch_features": {"config": {"encoder": str(encoder_file), "max_images": 12}}}},
+        [extract, discover],
+        run_config={"ops": {"extract": {"config": {"encoder": str(encoder_file), "max_images": 12}}}},
         resources=dagster_resources(mlflow=MlflowTracking(tracking_uri=uri)),
     )
     assert result.success
-    feats = result.asset_materializations_for_node("patch_features")[0].metadata
+    feats = result.asset_materializations_for_node("extract")[0].metadata
     assert feats["images"].value == 12 and feats["patches"].value > 0
     assert "data:image/png;base64," in feats["neighbours"].value
-    clusters = result.asset_materializations_for_node("object_clusters")[0].metadata
+    clusters = result.asset_materializations_for_node("discover")[0].metadata
     assert "learned_clusters" in clusters and "learned_purity_coverage_area" in clusters
     assert "data:image/png;base64," in clusters["clusters_montage"].value
     run = mlflow.MlflowClient(uri).get_run(clusters["mlflow_run_id"].value)
@@ -32,11 +31,9 @@ def test_features_and_clusters_materialise_with_montages_and_numbers(tmp_path, s
     assert "learned_purity_coverage_area" in run.data.metrics
 
 
-def test_launchpad_defaults_come_from_params_yaml():
-    from tests.conftest import ROOT
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    fields = patch_features.op.config_schema.config_type.fields
-    assert fields["encoder"].default_value == params["features"]["encoder"]
-    fields = object_clusters.op.config_schema.config_type.fields
-    assert fields["constellations"].default_value == params["discovery"]["constellations"]
+def test_launchpad_fields_are_empty_and_name_their_params_key():
+    fields = extract.op.config_schema.config_type.fields
+    assert fields["encoder"].default_value is None and "`features.encoder`" in fields["encoder"].description
+    fields = discover.op.config_schema.config_type.fields
+    assert fields["constellations"].default_value is None
+    assert "`discovery.constellations`" in fields["constellations"].description

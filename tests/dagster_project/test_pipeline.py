@@ -7,10 +7,10 @@ from tests.dagster_project.test_definitions import load_defs
 
 
 def test_stale_stages_select_their_assets_and_downstream():
-    assert selection(["pretrain"]) == "context_encoder*"
-    assert selection(["finetune@scratch", "compare", "unknown"]) == "detector/scratch*,model_comparison*"
+    assert selection(["pretrain"]) == "pretrain*"
+    assert selection(["finetune@scratch", "compare", "unknown"]) == "compare*,finetune/scratch*"
     graph = load_defs().resolve_asset_graph()
     picked = dg.AssetSelection.from_coercible(selection(["pretrain"]).split(",")).resolve(graph)
     names = {k.to_user_string() for k in picked}
-    assert names == {"context_encoder", "patch_features", "object_clusters", "detector/context", "detector/scratch",
-                     "detector/context_rescaled", "detection_table", "model_comparison"}
+    assert names == {"pretrain", "extract", "discover", "finetune/context", "finetune/scratch",
+                     "finetune/context_rescaled", "detection_table", "compare"}

@@ -5,7 +5,7 @@ import socket
 import dagster as dg
 
 from dagster_project.defs.resources import ComputeDevice, Device, MlflowTracking, ObjectStorage
-from dagster_project.defs.synthetic_dataset import synthetic_voc
+from dagster_project.defs.synth import synth
 from tests.conftest import dagster_resources, write_params
 
 
@@ -21,7 +21,7 @@ def test_unreachable_mlflow_server_fails_the_step_before_the_stage_runs(tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("CTX_PARAMS", str(write_params(tmp_path, tracking={"enabled": True})))
-    result = dg.materialize([synthetic_voc], raise_on_error=False,
+    result = dg.materialize([synth], raise_on_error=False,
                             resources=dagster_resources(mlflow=MlflowTracking(tracking_uri=f"http://127.0.0.1:{port}")))
     assert not result.success
     failures = [e for e in result.all_events if e.is_failure]

@@ -15,8 +15,8 @@ from tests.conftest import BIN, ROOT, free_port, wait_http, write_params
 
 pytestmark = pytest.mark.slow
 
-ASSETS = {"synthetic_voc", "raw_images", "context_encoder", "patch_features", "object_clusters",
-          "detector/context", "detector/scratch", "detector/context_rescaled", "detection_table", "model_comparison"}
+ASSETS = {"synth", "ingest", "pretrain", "extract", "discover",
+          "finetune/context", "finetune/scratch", "finetune/context_rescaled", "detection_table", "compare"}
 
 LAUNCH = """
 mutation($params: ExecutionParams!) {
@@ -78,7 +78,7 @@ def _location(url: str) -> str:
 def _params(location: str, config: dict) -> dict:
     return {"params": {
         "selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
-                     "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": ["synthetic_voc"]}]},
+                     "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": ["synth"]}]},
         "runConfigData": config, "mode": "default",
     }}
 
@@ -89,13 +89,13 @@ def test_graphql_lists_every_asset_and_the_sensors(webserver):
     nodes = gql(url, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     assert {"/".join(n["assetKey"]["path"]) for n in nodes} == ASSETS
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-    assert groups["context_encoder"] == "pretrain" and groups["model_comparison"] == "detection"
+    assert groups["pretrain"] == "pretrain" and groups["compare"] == "detection" and groups["finetune/scratch"] == "detection"
 
 
 def test_a_bad_launchpad_value_is_refused_naming_the_field(webserver):
     url, _ = webserver
     location = _location(url)
-    result = gql(url, LAUNCH, _params(location, {"ops": {"synthetic_voc": {"config": {"images": "many"}}}}))
+    result = gql(url, LAUNCH, _params(location, {"ops": {"synth": {"config": {"images": "many"}}}}))
     launch = result["launchPipelineExecution"]
     assert launch["__typename"] == "RunConfigValidationInvalid"
     assert any("images" in e["message"] for e in launch["errors"])
@@ -104,7 +104,7 @@ def test_a_bad_launchpad_value_is_refused_naming_the_field(webserver):
 def test_a_launched_materialisation_succeeds(webserver):
     url, project = webserver
     location = _location(url)
-    result = gql(url, LAUNCH, _params(location, {"ops": {"synthetic_voc": {"config": {"images": 6}}}}))
+    result = gql(url, LAUNCH, _params(location, {"ops": {"synth": {"config": {"images": 6}}}}))
     launch = result["launchPipelineExecution"]
     assert launch["__typename"] == "LaunchRunSuccess", launch
     run_id = launch["run"]["runId"]
@@ -118,7 +118,7 @@ def test_a_launched_materialisation_succeeds(webserver):
         time.sleep(1)
     assert status == "SUCCESS"
     assert len(list((project / "data/synth/JPEGImages").glob("*.jpg"))) == 6
-    meta = gql(url, '{ assetOrError(assetKey: {path: ["synthetic_voc"]}) { ... on Asset { assetMaterializations(limit: 1) '
+    meta = gql(url, '{ assetOrError(assetKey: {path: ["synth"]}) { ... on Asset { assetMaterializations(limit: 1) '
                     "{ runId metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }")
     (mat,) = meta["assetOrError"]["assetMaterializations"]
     assert mat["runId"] == run_id

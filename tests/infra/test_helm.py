@@ -66,7 +66,7 @@ def training_tags() -> dict[str, dict]:
                     out[key.to_user_string()] = json.loads(asset.op.tags[K8S_TAG])
     # every asset in the `gpu` pool asks Kubernetes for a GPU, and only those
     assert set(out) == {k for k, pool in pools.items() if pool == "gpu"}
-    assert {"context_encoder"} <= set(out) and any(k.startswith("detector") for k in out)
+    assert {"pretrain"} <= set(out) and any(k.startswith("finetune/") for k in out)
     return out
 
 
@@ -162,7 +162,7 @@ def step_job(values, deployment, step_tags: dict) -> dict:
 
 
 def test_training_steps_get_a_gpu_on_a_gpu_node(values, deployment, training_tags):
-    assert training_tags["context_encoder"] == settings.GPU_TAGS[K8S_TAG]
+    assert training_tags["pretrain"] == settings.GPU_TAGS[K8S_TAG]
     for key, tags in training_tags.items():
         pod = step_job(values, deployment, tags)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
