@@ -2,7 +2,7 @@
 inits' per-class AP side by side (``detection_table``), and the registry
 comparison that moves the ``champion`` alias (``compare``).
 They call ``ctx_core.detection`` and ``ctx_core.compare``; the outputs are
-those of ``ctx finetune``, ``ctx detection-table`` and ``ctx compare``."""
+those of ``ctx finetune``, ``ctx detection_table`` and ``ctx compare``."""
 
 import math
 
@@ -41,8 +41,8 @@ class FinetuneRunConfig(LaunchpadConfig):
 
 
 def _finetune_asset(init: str) -> dg.AssetsDefinition:
-    # scratch needs no encoder, but DVC's finetune stages (one foreach) all list
-    # encoder.pt as a dep, and every row of the table comes from one encoder run
+    # every init reads the encoder: its weights, or for scratch its contract (the same
+    # architecture with fresh weights), as DVC's finetune stages all list encoder.pt
     deps = [asset_key("ingest"), asset_key("pretrain")]
     dvc_stage = stage("finetune").dvc_stage(init)
 
@@ -52,7 +52,7 @@ def _finetune_asset(init: str) -> dg.AssetsDefinition:
         settings = stage_settings(launchpad(config), mlflow, compute)
         cfg = settings.params.detection
         require_upstream(settings.path(cfg.input), "ingest", "the image store")
-        if init != "scratch" and not cfg.encoder.startswith("models:/"):
+        if not cfg.encoder.startswith("models:/"):
             require_upstream(settings.path(cfg.encoder), "pretrain", "the encoder")
         with running(context, settings, dvc_stage):
             result = run_finetune(settings, init, resume=config.resume,
