@@ -1,0 +1,1 @@
+"""Frozen-feature probes of an encoder (``ctx probe``)."""
