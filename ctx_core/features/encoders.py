@@ -1,38 +1,19 @@
-"""Feature functions: the pretrained encoder, a random-init tower of the same
-architecture, and raw pixels. Each maps preprocessed patches (N, 3, P, P) to
-float32 features (N, D)."""
+"""The encoder ``features.encoder`` names; the feature functions themselves
+(encoder, random-init tower, raw pixels) live in ``ctx_core.encoder.embed``,
+shared with the probe stage and the position audit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
-import torch
-import torch.nn.functional as F
+from typing import Any
 
 from ctx_core.config import Settings
 from ctx_core.encoder.artifact import EncoderContract
-from ctx_core.errors import UserError
-from ctx_core.models.towers import Tower, build_tower
+from ctx_core.encoder.embed import Embedder, pick_device, random_init_tower, raw_pixel_embedder, tower_embedder
+from ctx_core.models.towers import Tower
 from ctx_core.registry import load_encoder_ref
 from ctx_core.tracking import tracking_uri
 
-
-@dataclass(frozen=True)
-class Embedder:
-    """``embed``: float32 (N, 3, P, P) -> float32 (N, dim)."""
-
-    name: str
-    dim: int
-    embed: Callable[[torch.Tensor], torch.Tensor]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("features.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+__all__ = ["Embedder", "load_learned", "pick_device", "random_init_tower", "raw_pixel_embedder", "tower_embedder"]
 
 
 def load_learned(settings: Settings) -> tuple[Tower, EncoderContract, dict[str, Any]]:
@@ -45,37 +26,3 @@ def load_learned(settings: Settings) -> tuple[Tower, EncoderContract, dict[str, 
     tower, contract, meta = load_encoder_ref(resolved, tracking_uri(settings))
     contract.layer_size(settings.params.features.layer, "features.layer")
     return tower, contract, meta
-
-
-def random_init_tower(arch: str, patch_size: int, seed: int) -> Tower:
-    """A freshly initialised tower; the same ``seed`` gives the same weights."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return build_tower(arch, patch_size)
-    finally:
-        torch.random.set_rng_state(state)
-
-
-def tower_embedder(name: str, tower: Tower, layer: str, device: torch.device, amp: bool) -> Embedder:
-    """fc6 (``forward``) or flattened pool5 (``pooled``) features of ``tower`` in eval mode."""
-    tower = tower.to(device).eval()
-    head = tower.forward if layer == "fc6" else tower.pooled
-    dim = tower.feature_dim if layer == "fc6" else tower.pool5_dim
-
-    @torch.inference_mode()
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return head(x).float().cpu()
-
-    return Embedder(name, dim, embed)
-
-
-def raw_pixel_embedder(side: int) -> Embedder:
-    """The preprocessed patch area-downsampled to ``side`` x ``side``, flattened: (N, 3 * side**2)."""
-
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x.float(), side).flatten(1)
-
-    return Embedder("raw_pixels", 3 * side * side, embed)
