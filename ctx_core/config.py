@@ -84,6 +84,12 @@ class IngestConfig(_Section):
     workers: int = Field(0, ge=0, description="processes; 0 = all cores")
     download_threads: int = Field(16, ge=1, le=256, description="parallel S3 downloads")
     s3_max_attempts: int = Field(5, ge=1, le=20, description="tries per S3 request (botocore standard retries)")
+    s3_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="seconds an S3 connect or read may wait before the try counts as failed"
+    )
+    max_archive_bytes: int = Field(
+        3 << 30, ge=1, description="total bytes extracted from one archive source; past it ingestion stops (disk guard)"
+    )
 
     @model_validator(mode="after")
     def _pixel_range(self) -> "IngestConfig":

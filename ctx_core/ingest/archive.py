@@ -5,10 +5,16 @@ Members are checked one by one before anything is written: absolute paths,
 and members over the size limit are refused and reported. Tar members are then
 extracted with Python's ``data`` filter as a second line of defence; zip
 members are streamed with a byte cap, because a zip's declared size can lie.
+
+The whole extraction has a budget too (``data.ingest.max_archive_bytes``), so
+many members each under the per-file cap cannot fill the disk: past it, or when
+the disk is full, extraction stops with an :class:`ArchiveError` (the caller's
+temporary folder is removed and nothing is ingested).
 """
 
 from __future__ import annotations
 
+import errno
 import posixpath
 import stat
 import tarfile
@@ -24,7 +30,39 @@ ARCHIVE_SUFFIXES = (*_TAR_SUFFIXES, ".zip")
 
 
 class ArchiveError(UserError):
-    """An archive that cannot be opened at all; the message is one line."""
+    """An archive that cannot be opened at all, or is too large to extract; the message is one line."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _Budget:
+    """Bytes extracted so far from one archive, against ``cap`` (None: no cap)."""
+
+    def __init__(self, label: str, dest: Path, cap: int | None):
+        self.label, self.dest, self.cap = label, dest, cap
+        self.total = 0
+        self.members = 0
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes; raise before they are written if they pass the cap."""
+        if self.cap is not None and self.total + size > self.cap:
+            raise ArchiveError(
+                f"{self.label}: extracting it needs more than data.ingest.max_archive_bytes = {self.cap} bytes "
+                f"(stopped after {self.members} members, {self.total} bytes); nothing was ingested: raise "
+                f"data.ingest.max_archive_bytes if the archive is genuine and the disk can hold it"
+            )
+        self.total += size
+
+    def disk_full(self, exc: OSError) -> ArchiveError | None:
+        """The error to stop with when ``exc`` says the disk is full, else None."""
+        if exc.errno not in _DISK_FULL:
+            return None
+        return ArchiveError(
+            f"{self.label}: the disk filled up extracting it into {self.dest.parent} (after {self.members} members, "
+            f"{self.total} bytes); nothing was ingested: free space there, point TMPDIR at a larger disk, "
+            f"or lower data.ingest.max_archive_bytes"
+        )
 
 
 def is_archive(path: Path) -> bool:
@@ -68,7 +106,7 @@ def _tar_member_reason(member: tarfile.TarInfo, max_bytes: int) -> tuple[str, st
     return None
 
 
-def _extract_tar(archive: Path, dest: Path, label: str, max_bytes: int) -> list[Rejected]:
+def _extract_tar(archive: Path, dest: Path, label: str, max_bytes: int, budget: _Budget) -> list[Rejected]:
     rejected = []
     try:
         tar = tarfile.open(archive, "r:*")
@@ -84,12 +122,17 @@ def _extract_tar(archive: Path, dest: Path, label: str, max_bytes: int) -> list[
                 if problem:
                     rejected.append(Rejected(src, *problem))
                     continue
+                if member.isreg():
+                    budget.take(member.size)  # a tar member's declared size is what gets written
                 try:
                     tar.extract(member, dest, filter="data")
                 except tarfile.FilterError as exc:
                     rejected.append(Rejected(src, UNSAFE_MEMBER, f"unsafe archive member: {exc}"))
                 except OSError as exc:
+                    if full := budget.disk_full(exc):
+                        raise full from None
                     rejected.append(Rejected(src, UNREADABLE, f"cannot extract ({exc})"))
+                budget.members += 1
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             # a cut-off download: keep what came before, report the rest
             rejected.append(Rejected(label, UNREADABLE, f"archive is truncated or corrupt after {count} members ({exc})"))
@@ -112,7 +155,7 @@ def _zip_member_reason(info: zipfile.ZipInfo, max_bytes: int) -> tuple[str, str]
     return None
 
 
-def _extract_zip(archive: Path, dest: Path, label: str, max_bytes: int) -> list[Rejected]:
+def _extract_zip(archive: Path, dest: Path, label: str, max_bytes: int, budget: _Budget) -> list[Rejected]:
     rejected = []
     root = dest.resolve()
     try:
@@ -141,23 +184,33 @@ def _extract_zip(archive: Path, dest: Path, label: str, max_bytes: int) -> list[
                         written += len(block)
                         if written > max_bytes:
                             raise OverflowError
+                        budget.take(len(block))  # counted as inflated: a zip's declared sizes can lie
                         fout.write(block)
             except OverflowError:
                 target.unlink()
                 rejected.append(Rejected(src, TOO_LARGE, f"archive member inflates past the size limit ({max_bytes} bytes)"))
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
                 target.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and (full := budget.disk_full(exc)):
+                    raise full from None
                 rejected.append(Rejected(src, UNREADABLE, f"cannot extract ({exc})"))
+            budget.members += 1
     return rejected
 
 
-def extract_archive(archive: Path, dest: Path, label: str, max_bytes: int) -> list[Rejected]:
+def extract_archive(
+    archive: Path, dest: Path, label: str, max_bytes: int, max_total_bytes: int | None = None
+) -> list[Rejected]:
     """Extract the safe members of ``archive`` into the existing folder ``dest``.
 
     Returns the refused members (source ``label!/member``). Nothing is written
-    outside ``dest``; ``max_bytes`` caps each member's size.
+    outside ``dest``; ``max_bytes`` caps each member's size, ``max_total_bytes``
+    (None: no cap) all of them together. Raises :class:`ArchiveError` when the
+    total would pass ``max_total_bytes`` or the disk fills up; what was already
+    extracted stays in ``dest`` for the caller to remove.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    budget = _Budget(label, dest, max_total_bytes)
     if archive.name.lower().endswith(".zip"):
-        return _extract_zip(archive, dest, label, max_bytes)
-    return _extract_tar(archive, dest, label, max_bytes)
+        return _extract_zip(archive, dest, label, max_bytes, budget)
+    return _extract_tar(archive, dest, label, max_bytes, budget)

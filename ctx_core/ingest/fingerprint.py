@@ -21,7 +21,7 @@ def source_fingerprint(settings: Settings) -> tuple[str, int]:
     cfg = settings.params.data.ingest
     if cfg.source.startswith("s3://"):
         bucket, prefix = parse_s3_uri(cfg.source)
-        client = make_client(settings.params.storage.s3_endpoint_url, cfg.s3_max_attempts, 1)
+        client = make_client(settings.params.storage.s3_endpoint_url, cfg.s3_max_attempts, 1, cfg.s3_timeout_s)
         entries = [(o["Key"], o["Size"], o.get("ETag", "")) for o in list_objects(client, bucket, prefix)]
     else:
         path = local_source(settings)

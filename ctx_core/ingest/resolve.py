@@ -48,7 +48,7 @@ def open_source(settings: Settings) -> Iterator[Discovery]:
             rejected, ignored = download_prefix(
                 cfg.source, Path(tmp), _voc_or_image,
                 endpoint_url=settings.params.storage.s3_endpoint_url, max_attempts=cfg.s3_max_attempts,
-                threads=cfg.download_threads, max_bytes=cfg.max_file_bytes,
+                threads=cfg.download_threads, max_bytes=cfg.max_file_bytes, timeout_s=cfg.s3_timeout_s,
             )
             found = scan_folder(Path(tmp), label)
             found.rejected += rejected
@@ -60,7 +60,7 @@ def open_source(settings: Settings) -> Iterator[Discovery]:
         yield scan_folder(path, label)
     elif is_archive(path):
         with tempfile.TemporaryDirectory(prefix="ctx-ingest-archive-") as tmp:
-            rejected = extract_archive(path, Path(tmp), label, cfg.max_file_bytes)
+            rejected = extract_archive(path, Path(tmp), label, cfg.max_file_bytes, cfg.max_archive_bytes)
             found = scan_folder(Path(tmp), f"{label}!")
             found.rejected += rejected
             yield found
