@@ -8,6 +8,9 @@ Two layouts are read into the same :class:`DetectionSplit`:
 - the ingest store (``ctx ingest``): ``manifest.parquet`` (``split`` column),
   ``annotations.parquet``, ``images/<id>.jpg``.
 
+Both answer to ``train`` and ``val`` when they only have ``trainval``: the
+split is derived from each image's sha256 (``layout.in_val``).
+
 The class list is the dataset's own: ``classes.txt`` (store root or
 ``ImageSets/Main/``) when present, else the sorted names found in the split's
 annotations. Boxes stay in VOC pixels: 1-based, inclusive. A box reaching out
@@ -25,7 +28,10 @@ import numpy as np
 from PIL import Image
 
 from ctx_core.errors import UserError
-from ctx_core.store.layout import image_path, is_store, read_annotations, read_manifest, read_store_classes
+from ctx_core.store.layout import (
+    image_path, is_store, read_annotations, read_manifest, read_store_classes, split_mask, store_splits, voc_split_ids,
+    voc_splits,
+)
 from ctx_core.store.voc import AnnotationError, VocObject, parse_annotation, read_classes
 
 
@@ -122,12 +128,10 @@ def _xml_size(path: Path) -> tuple[int, int] | None:
 
 
 def _read_voc(root: Path, split: str) -> DetectionSplit:
-    listing = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not listing.is_file():
-        main = root / "ImageSets" / "Main"
-        have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem and p.stem != "classes") if main.is_dir() else []
-        raise DatasetError(f"VOC root {root} has no split {split!r} (ImageSets/Main/{split}.txt); splits there: {', '.join(have) or 'none'}")
-    ids = [line.split()[0] for line in listing.read_text(errors="replace").splitlines() if line.strip()]
+    ids = voc_split_ids(root, split)
+    if ids is None:
+        raise DatasetError(f"VOC root {root} has no split {split!r} (ImageSets/Main/{split}.txt); "
+                           f"splits there: {', '.join(voc_splits(root)) or 'none'}")
     tally: dict[str, list[str]] = {"clipped": [], "skipped": []}
     records = []
     for image_id in ids:
@@ -150,10 +154,10 @@ def _read_voc(root: Path, split: str) -> DetectionSplit:
 
 
 def _read_store(root: Path, split: str) -> DetectionSplit:
-    manifest = read_manifest(root, ["image_id", "width", "height", "split"])
-    rows = manifest[manifest["split"] == split].sort_values("image_id")
+    manifest = read_manifest(root, ["image_id", "width", "height", "split", "sha256"])
+    rows = manifest[split_mask(manifest, [split])].sort_values("image_id")
     if rows.empty:
-        raise DatasetError(f"store {root} has no image in split {split!r}; it has {sorted(manifest['split'].unique())}")
+        raise DatasetError(f"store {root} has no image in split {split!r}; it has {store_splits(manifest)}")
     ann = read_annotations(root)
     by_image = {k: g for k, g in ann[ann["image_id"].isin(set(rows["image_id"]))].groupby("image_id", sort=False)}
     tally: dict[str, list[str]] = {"clipped": [], "skipped": []}

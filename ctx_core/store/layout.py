@@ -10,10 +10,18 @@
 
 Readers that also take a VOC root or a plain image folder (pretraining,
 detection) go through :func:`image_files` and ``labelled.read_detection_split``.
+
+Splits ``train`` and ``val`` are derived from ``trainval`` when a store or VOC
+root has no split of that name: ``val`` holds the trainval images whose content
+hash falls in the first :data:`VAL_FRACTION` of the sha256 range
+(:func:`in_val`), ``train`` the rest. The rule depends on the image's bytes
+only, so a synthetic root (whose ``train.txt``/``val.txt`` ``ctx synth`` writes
+by the same rule) and the store ingested from it agree image for image.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -29,9 +37,19 @@ ANNOTATION_TABLE = "annotations.parquet"
 CLASSES = "classes.txt"
 QUARANTINE = "quarantine.json"
 
+TRAINVAL = "trainval"
+# share of trainval carved out as the validation split: choices are made on it,
+# the test split is scored once
+VAL_FRACTION = 0.2
+DERIVED_SPLITS = ("train", "val")
+
+
+# what to do when a file of the store is damaged
+STORE_REMEDY = "re-run `ctx ingest --force` to rebuild the store"
+
 
 class StoreError(UserError):
-    """A store that is missing or holds no image where one is asked for."""
+    """A store that is missing, damaged, or holds no image where one is asked for."""
 
 
 def is_store(root: Path) -> bool:
@@ -43,37 +61,105 @@ def image_path(root: Path, image_id: str) -> Path:
     return Path(root) / IMAGES / f"{image_id}.jpg"
 
 
+def _read_table(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
+    """A parquet table of the store (only ``columns`` when given); a truncated or corrupt
+    file is a one-line :class:`StoreError` naming it and the remedy."""
+    import pyarrow
+
+    try:
+        return pd.read_parquet(path, columns=list(columns) if columns else None)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"{path} is truncated or corrupt ({why}); {STORE_REMEDY}") from None
+
+
 def read_manifest(root: Path, columns: Sequence[str] | None = None, setting: str = "the store") -> pd.DataFrame:
     """``manifest.parquet`` (only ``columns`` when given); ``setting`` names the params key in errors."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise StoreError(f"{setting} {root} is not an image store (no {MANIFEST}); run `ctx ingest` first")
-    return pd.read_parquet(path, columns=list(columns) if columns else None)
+    return _read_table(path, columns)
 
 
 def read_annotations(root: Path) -> pd.DataFrame:
     """``annotations.parquet``, or an empty table with its columns when the store has no boxes."""
     path = Path(root) / ANNOTATION_TABLE
     if path.is_file():
-        return pd.read_parquet(path)
+        return _read_table(path, None)
     return pd.DataFrame(columns=list(ANNOTATIONS.columns))
 
 
 def read_store_classes(root: Path) -> list[str]:
     """``classes.txt``, or [] when absent."""
     path = Path(root) / CLASSES
-    return [c.strip() for c in path.read_text().splitlines() if c.strip()] if path.is_file() else []
+    try:
+        return [c.strip() for c in path.read_text().splitlines() if c.strip()] if path.is_file() else []
+    except UnicodeDecodeError:
+        raise StoreError(f"{path} is corrupt (not UTF-8 text); {STORE_REMEDY}") from None
+
+
+def in_val(sha256: str) -> bool:
+    """Whether a trainval image whose content hash is ``sha256`` (hex) is in the derived ``val`` split."""
+    return int(sha256[:8], 16) / 16**8 < VAL_FRACTION
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def split_mask(manifest: pd.DataFrame, splits: Sequence[str]) -> pd.Series:
+    """Rows of ``manifest`` (columns ``split``, ``sha256``) in ``splits``; ``train``/``val``
+    are derived from ``trainval`` (:func:`in_val`) when the manifest has no split of that name."""
+    have = set(manifest["split"].unique())
+    mask = manifest["split"].isin([s for s in splits if s in have])
+    derived = [s for s in splits if s in DERIVED_SPLITS and s not in have]
+    if derived and TRAINVAL in have:
+        trainval = manifest["split"] == TRAINVAL
+        val = manifest["sha256"].map(in_val).astype(bool)
+        for split in derived:
+            mask |= trainval & (val if split == "val" else ~val)
+    return mask
+
+
+def store_splits(manifest: pd.DataFrame) -> list[str]:
+    """The split names a store answers to: its own, plus ``train``/``val`` when it has ``trainval``."""
+    have = set(manifest["split"].unique())
+    return sorted(have | (set(DERIVED_SPLITS) if TRAINVAL in have else set()))
 
 
 def split_image_ids(root: Path, splits: Sequence[str], setting: str) -> list[str]:
-    """Sorted ids of the store's images in ``splits``; ``setting`` (e.g. ``features.splits``) names
-    what to change when there is none."""
-    manifest = read_manifest(root, ["image_id", "split"], setting)
-    ids = sorted(manifest.loc[manifest["split"].isin(list(splits)), "image_id"])
+    """Sorted ids of the store's images in ``splits`` (``train``/``val`` derived from ``trainval``
+    when absent); ``setting`` (e.g. ``features.splits``) names what to change when there is none."""
+    manifest = read_manifest(root, ["image_id", "split", "sha256"], setting)
+    ids = sorted(manifest.loc[split_mask(manifest, splits), "image_id"])
     if not ids:
         raise StoreError(f"{Path(root) / MANIFEST} has no image in splits {list(splits)}; "
-                         f"it has {sorted(manifest['split'].unique())} (set {setting})")
+                         f"it has {store_splits(manifest)} (set {setting})")
     return ids
+
+
+def voc_split_ids(root: Path, split: str) -> list[str] | None:
+    """Image ids of ``ImageSets/Main/<split>.txt`` of a VOC root, in file order; ``train``/``val``
+    derived from ``trainval.txt`` by the sha256 of ``JPEGImages/<id>.jpg`` when their list is
+    absent; None when the root has no such split."""
+    main = Path(root) / "ImageSets" / "Main"
+    listing = main / f"{split}.txt"
+    if not listing.is_file():
+        if split not in DERIVED_SPLITS or not (main / f"{TRAINVAL}.txt").is_file():
+            return None
+        want_val = split == "val"
+        return [i for i in voc_split_ids(root, TRAINVAL) or []
+                if in_val(file_sha256(Path(root) / "JPEGImages" / f"{i}.jpg")) == want_val]
+    return [line.split()[0] for line in listing.read_text(errors="replace").splitlines() if line.strip()]
+
+
+def voc_splits(root: Path) -> list[str]:
+    """The split names a VOC root answers to (list files without ``_``; ``train``/``val`` with ``trainval``)."""
+    main = Path(root) / "ImageSets" / "Main"
+    have = {p.stem for p in main.glob("*.txt") if "_" not in p.stem and p.stem != "classes"} if main.is_dir() else set()
+    return sorted(have | (set(DERIVED_SPLITS) if TRAINVAL in have else set()))
 
 
 def write_tables(folder: Path, manifest: pd.DataFrame, annotations: pd.DataFrame, classes: Sequence[str]) -> None:
@@ -94,9 +180,7 @@ def image_files(root: Path, splits: Sequence[str], setting: str) -> list[Path]:
     if (root / "JPEGImages").is_dir():
         ids: list[str] = []
         for split in splits:
-            listing = root / "ImageSets" / "Main" / f"{split}.txt"
-            if listing.is_file():
-                ids += listing.read_text().split()
+            ids += voc_split_ids(root, split) or []
         if not ids:
             raise StoreError(f"VOC root {root} lists no image in splits {list(splits)} (ImageSets/Main/<split>.txt)")
         return [root / "JPEGImages" / f"{i}.jpg" for i in sorted(set(ids))]

@@ -18,7 +18,7 @@ from ctx_core.config import ConfigError, Settings
 from ctx_core.fsutil import atomic_output_dir, dvc_dir_hash
 from ctx_core.plots import bar_chart, boxes_montage
 from ctx_core.synth.scene import ObjectPalette, SceneObject, compose_scene
-from ctx_core.synth.voc_writer import SPLITS, annotation_xml, write_image_sets
+from ctx_core.synth.voc_writer import SPLITS, TRAINVAL_PARTS, annotation_xml, write_image_sets
 from ctx_core.tracking import stage_run
 
 
@@ -133,6 +133,8 @@ def run_synth(
         for s in SPLITS
     }
     split_sizes = {s: sum(1 for v in split_of.values() if v == s) for s in SPLITS}
+    # train/val carved from trainval by the writer; written lists, counted once
+    part_sizes = {s: len((out / "ImageSets" / "Main" / f"{s}.txt").read_text().split()) for s in TRAINVAL_PARTS}
     n_obj = max(1, len(all_objects))
     metrics = {
         "images": float(cfg.images),
@@ -141,7 +143,7 @@ def run_synth(
         "difficult_share": sum(o.difficult for o in all_objects) / n_obj,
         "truncated_share": sum(o.truncated for o in all_objects) / n_obj,
         "classes": float(len(names)),
-        **{f"images_{s}": float(n) for s, n in split_sizes.items()},
+        **{f"images_{s}": float(n) for s, n in {**split_sizes, **part_sizes}.items()},
     }
 
     reports = settings.path(cfg.reports)

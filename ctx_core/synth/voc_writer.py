@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from ctx_core.store.layout import TRAINVAL, file_sha256, in_val
 from ctx_core.synth.scene import SceneObject
 
 SPLITS = ("unlabeled", "trainval", "test")
+# carved from trainval by each JPEG's sha256, the rule the store applies to the ingested copies
+TRAINVAL_PARTS = ("train", "val")
 
 
 def annotation_xml(image_id: str, width: int, height: int, objects: list[SceneObject]) -> str:
@@ -59,14 +62,18 @@ def write_image_sets(
 ) -> None:
     """``ImageSets/Main``: ``<split>.txt``, ``<class>_<split>.txt`` and ``classes.txt``.
 
+    Besides ``split_of``'s splits, ``train`` and ``val`` partition trainval by the
+    sha256 of ``JPEGImages/<id>.jpg`` (``store.layout.in_val``), as in VOC2007.
     Per-class files hold ``<id> 1`` when the image has a non-difficult instance,
     ``<id> 0`` when it only has difficult ones, ``<id> -1`` otherwise (the VOC convention).
     """
     main = root / "ImageSets" / "Main"
     main.mkdir(parents=True, exist_ok=True)
     (main / "classes.txt").write_text("".join(f"{c}\n" for c in class_names))
-    for split in SPLITS:
-        ids = sorted(i for i, s in split_of.items() if s == split)
+    part_of = {i: "val" if in_val(file_sha256(root / "JPEGImages" / f"{i}.jpg")) else "train"
+               for i, s in split_of.items() if s == TRAINVAL}
+    for split in SPLITS + TRAINVAL_PARTS:
+        ids = sorted(i for i, s in (part_of if split in TRAINVAL_PARTS else split_of).items() if s == split)
         (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         for cls in class_names:
             lines = []
