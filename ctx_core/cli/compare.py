@@ -1,4 +1,5 @@
-"""``ctx compare``: registered detector versions side by side; the champion alias moved."""
+"""``ctx compare``: registered detector versions side by side and grouped over seeds;
+the champion alias moved; whether the champion's lead is beyond noise."""
 
 from __future__ import annotations
 
@@ -23,10 +24,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "previous_champion": result.previous_champion,
             "alias_moved": result.alias_moved,
             "encoder_champion": result.encoder_champion,
-            "rows": [{"version": r.version, "init": r.init, "encoder_version": r.encoder,
-                      "data_version": r.data_version, "mAP": r.mean_ap, "ap": r.ap, "problem": r.problem}
+            "ranked_by": result.ranked_by,
+            "lead": None if result.lead is None else result.lead.as_dict(),
+            "lead_beyond_noise": result.lead_beyond_noise,
+            "lead_sentence": result.lead_sentence,
+            "groups": [{"init": g.init, "encoder_version": g.encoder, "data_version": g.data_version, "n": g.n,
+                        "seeds": [r.seed for r in g.runs], "versions": [r.version for r in g.runs],
+                        "val_mAP": g.interval("val_mAP").as_dict(), "mAP": g.interval("mAP").as_dict(),
+                        "problem": g.problem} for g in result.groups],
+            "rows": [{"version": r.version, "init": r.init, "encoder_version": r.encoder, "seed": r.seed,
+                      "data_version": r.data_version, "val_mAP": r.val_map, "mAP": r.mean_ap, "ap": r.ap,
+                      "problem": r.problem}
                      for r in result.rows],
-            "markdown": str(result.markdown), "csv": str(result.csv), "chart": str(result.chart),
+            "encoders": [{"encoder_version": p.encoder, "run_id": p.run_id, "data_version": p.data_version,
+                          **{k: x.as_dict() for k, x in p.scores.items()}} for p in result.encoders],
+            "encoder_lead_beyond_noise": result.encoder_lead_beyond_noise,
+            "encoder_sentence": result.encoder_sentence,
+            "markdown": str(result.markdown), "csv": str(result.csv), "groups_csv": str(result.groups_csv),
+            "chart": str(result.chart),
             "mlflow_run_id": result.mlflow_run_id,
         }, indent=2))
         return 0
@@ -36,8 +51,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         moved = ("would move to (--no-alias: left unchanged)" if args.no_alias
                  else "moved to" if result.alias_moved else "stays at")
         print(f"\n{alias} {moved} version {result.champion.version} ({result.champion.init}, "
-              f"mAP {100 * result.champion.mean_ap:.1f})"
+              f"mAP {100 * result.champion.mean_ap:.1f}, best group by {result.ranked_by})"
               + (f"; encoder alias -> {result.encoder_champion}" if result.encoder_champion else ""))
+        print(f"lead over the runner-up: {result.lead_sentence}")
+    print(f"encoders by probe score: {result.encoder_sentence}")
     return 0
 
 

@@ -132,6 +132,17 @@ def compare(context: dg.AssetExecutionContext, mlflow: MlflowTracking, dvc: DvcL
         "previous_champion": result.previous_champion or "none",
         "alias_moved": result.alias_moved,
         "encoder_champion": result.encoder_champion or "unchanged",
+        "groups": len(result.groups),
+        "ranked_by": result.ranked_by,
+        "champion_group_n": result.champion_group.n if result.champion_group else 0,
+        "lead": result.lead_sentence,
+        "lead_mean": result.lead.mean if result.lead else float("nan"),
+        "lead_low": result.lead.low if result.lead else float("nan"),
+        "lead_high": result.lead.high if result.lead else float("nan"),
+        "lead_beyond_noise": result.lead_beyond_noise,
+        "groups_csv": dg.MetadataValue.path(str(result.groups_csv)),
+        "encoder_probe_ranking": result.encoder_sentence,
+        "encoder_probe_lead_beyond_noise": result.encoder_lead_beyond_noise,
     }
     uri = tracking_uri(settings)
     if uri.startswith(("http://", "https://")):
