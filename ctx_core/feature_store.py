@@ -52,7 +52,11 @@ BOX = ["x0", "y0", "x1", "y1"]
 
 
 class FeatureSetError(UserError):
-    """A feature set that is missing, empty or inconsistent."""
+    """A feature set that is missing, empty, damaged or inconsistent."""
+
+
+# what to do when a file of a feature set is damaged
+REMEDY = "re-run `ctx extract` to rebuild the feature sets"
 
 
 def validate_index(index: pd.DataFrame) -> None:
@@ -113,6 +117,11 @@ class FeatureWriter:
         return index
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @dataclass
 class FeatureSet:
     """Read side: ``index`` (one row per feature), ``meta`` and the shard files."""
@@ -126,11 +135,27 @@ class FeatureSet:
         folder = Path(folder)
         if not (folder / "index.parquet").is_file() or not (folder / "meta.json").is_file():
             raise FeatureSetError(f"no feature set at {folder} (index.parquet and meta.json); run `ctx extract` first")
-        index = pd.read_parquet(folder / "index.parquet")
+        import pyarrow
+
+        try:
+            index = pd.read_parquet(folder / "index.parquet")
+        except (pyarrow.ArrowException, OSError, ValueError) as exc:
+            raise FeatureSetError(f"{folder / 'index.parquet'} is truncated or corrupt ({_first_line(exc)}); {REMEDY}") from None
         validate_index(index)
         if index.empty:
             raise FeatureSetError(f"feature set {folder} is empty: no image held a patch (check features.scales and the image sizes)")
-        return cls(folder, index, json.loads((folder / "meta.json").read_text()))
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            rows, shards = int(meta["rows"]), int(meta["shards"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FeatureSetError(f"{folder / 'meta.json'} is truncated or corrupt ({_first_line(exc)}); {REMEDY}") from None
+        fs = cls(folder, index, meta)
+        if rows != len(index) or shards != int(index["shard"].max()) + 1:
+            raise FeatureSetError(f"{folder}: meta.json ({rows} rows, {shards} shards) does not match index.parquet "
+                                  f"({len(index)} rows, {int(index['shard'].max()) + 1} shards); {REMEDY}")
+        for k, n in index.groupby("shard").size().items():
+            fs._shard(int(k), rows=int(n))  # a cut or foreign shard fails here, before any work
+        return fs
 
     @property
     def dim(self) -> int:
@@ -139,8 +164,19 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.index)
 
-    def _shard(self, k: int) -> np.ndarray:
-        return np.load(self.folder / f"shard-{k:05d}.npy", mmap_mode="r")
+    def _shard(self, k: int, rows: int | None = None) -> np.ndarray:
+        """Shard ``k`` memory-mapped, checked to hold (``rows``, dim) features; a missing,
+        truncated or mis-shaped file is a :class:`FeatureSetError` naming it."""
+        path = self.folder / f"shard-{k:05d}.npy"
+        try:
+            shard = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise FeatureSetError(f"feature shard {path} is missing, truncated or corrupt ({_first_line(exc)}); {REMEDY}") from None
+        if shard.ndim != 2 or shard.shape[1] != self.dim or (rows is not None and shard.shape[0] != rows):
+            expected = f"({rows if rows is not None else 'n'}, {self.dim})"
+            raise FeatureSetError(f"feature shard {path} holds {tuple(shard.shape)} features, index.parquet and "
+                                  f"meta.json expect {expected}; {REMEDY}")
+        return shard
 
     def chunks(self, max_rows: int = 65536) -> Iterator[tuple[int, torch.Tensor]]:
         """(global offset, float32 (n, dim)) pieces of at most ``max_rows`` rows, shard by shard."""

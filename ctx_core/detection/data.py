@@ -12,6 +12,7 @@ Scale jitter happens in the detector's transform (``model.train_min_sizes``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,9 @@ import torch
 
 from ctx_core.store.labelled import ImageRecord
 from ctx_core.errors import UserError
-from ctx_core.store.images import read_image
+from ctx_core.store.images import UnreadableImageError, read_image
+
+log = logging.getLogger(__name__)
 
 
 class NoTrainingObjects(UserError):
@@ -28,12 +31,24 @@ class NoTrainingObjects(UserError):
 
 
 def load_image(record: ImageRecord) -> torch.Tensor:
-    """float32 (3, H, W) in [0, 1]."""
-    try:
-        img = read_image(record.path)
-    except (OSError, RuntimeError):
-        raise UserError(f"image {record.path} of {record.image_id} cannot be read") from None
-    return img.float().div_(255.0)
+    """float32 (3, H, W) in [0, 1]; :class:`UnreadableImageError` naming the file when it cannot be decoded."""
+    return read_image(record.path).float().div_(255.0)
+
+
+def _first_readable(records: Sequence[ImageRecord], k: int, unreadable: dict[int, str]) -> tuple[int, torch.Tensor]:
+    """Record ``k``'s image, or the next readable record's (in order, wrapping round): an
+    unreadable image (cut or corrupt since ingestion) is skipped, logged once and added to
+    ``unreadable`` (index -> why), so training goes on and stays a function of the files."""
+    n = len(records)
+    for i in ((k + j) % n for j in range(n)):
+        if i in unreadable:
+            continue
+        try:
+            return i, load_image(records[i])
+        except UnreadableImageError as exc:
+            unreadable[i] = str(exc)
+            log.warning("detection training skips %s", exc)
+    raise UserError(f"none of the {n} training images can be decoded, e.g. {next(iter(unreadable.values()))}")
 
 
 def voc_to_torchvision(boxes: np.ndarray) -> torch.Tensor:
@@ -70,6 +85,7 @@ class TrainingSet:
     train_difficult: bool = False
 
     def __post_init__(self) -> None:
+        self.unreadable: dict[int, str] = {}  # record index -> why its image was skipped
         index = {c: k + 1 for k, c in enumerate(self.classes)}
         self.targets = []
         for rec in self.records:
@@ -92,7 +108,7 @@ class TrainingSet:
         share = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
         images, targets = [], []
         for k, flip in zip(picks[share].tolist(), flips[share].tolist()):
-            image = load_image(self.records[k])
+            k, image = _first_readable(self.records, k, self.unreadable)
             boxes, labels = self.targets[k]
             if self.flip and flip:
                 image, boxes = hflip(image, boxes)
@@ -105,7 +121,8 @@ def calibration_images(records: Sequence[ImageRecord], count: int, seed: int) ->
     """``count`` training images picked by ``seed``: float (3, H, W) in [0, 1]."""
     rng = np.random.default_rng([seed, 7919])
     picks = rng.choice(len(records), size=min(count, len(records)), replace=False)
-    return [load_image(records[k]) for k in sorted(picks.tolist())]
+    unreadable: dict[int, str] = {}
+    return [_first_readable(records, k, unreadable)[1] for k in sorted(picks.tolist())]
 
 
 def input_statistics(images: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:

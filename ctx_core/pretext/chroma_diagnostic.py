@@ -13,6 +13,7 @@ position and the projection removes it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,8 +25,11 @@ from torch import nn
 from ctx_core.config import PretrainConfig
 from ctx_core.models.towers import build_tower
 from ctx_core.pretext.augment import augment_patches
-from ctx_core.pretext.data import ImageList, cut_patches
-from ctx_core.store.images import read_image
+from ctx_core.pretext.data import ImageList, NoUsableImages, cut_patches
+from ctx_core.store.images import UnreadableImageError, read_image
+
+log = logging.getLogger(__name__)
+_skipped: set[str] = set()  # unreadable images already logged by this process
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,22 @@ def position_batch(images: ImageList, cfg: PretrainConfig, chroma: str, n: int, 
     p = cfg.patch_size
     patches, targets = [], []
     per_image = 8
-    for idx in rng.integers(len(images.paths), size=-(-n // per_image)).tolist():
-        img = read_image(images.paths[idx])
+    draws = rng.integers(len(images.paths), size=-(-n // per_image)).tolist()
+    for idx in draws:
+        try:
+            img = read_image(images.paths[idx])
+        except UnreadableImageError as exc:  # skipped as in training: fewer patches this batch
+            if str(exc) not in _skipped:
+                _skipped.add(str(exc))
+                log.warning("chromatic-aberration diagnostic skips %s", exc)
+            continue
         h, w = img.shape[1:]
         xy = np.stack([rng.integers(0, w - p + 1, per_image), rng.integers(0, h - p + 1, per_image)], axis=1)
         patches.append(cut_patches(img, xy, p))
         targets.append(torch.as_tensor((xy + p / 2) / np.array([w, h]), dtype=torch.float32))
+    if not patches:
+        raise NoUsableImages(f"none of the {len(draws)} images drawn for the chromatic-aberration diagnostic "
+                             f"can be decoded, e.g. {images.paths[draws[0]]}; re-run `ctx ingest --force`")
     x = augment_patches(torch.cat(patches)[:n], gen, chroma, cfg.pixelation_prob,
                         cfg.pixelation_min_side, cfg.pixelation_max_side, cfg.patch_rms)
     return x, torch.cat(targets)[:n]

@@ -28,6 +28,7 @@ two ranks embeds the patches both halves use on both.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -41,7 +42,9 @@ from ctx_core.config import PretrainConfig
 from ctx_core.errors import UserError
 from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
 from ctx_core.pretext.grid import CENTRE_PAIRS, NEIGHBOUR_PAIRS, sample_grid
-from ctx_core.store.images import read_image
+from ctx_core.store.images import UnreadableImageError, read_image
+
+log = logging.getLogger(__name__)
 
 
 class NoUsableImages(UserError):
@@ -148,6 +151,7 @@ class PairSampler:
         self.per_grid = 1 if cfg.pairs == "random_neighbour" else min(cfg.pairs_per_grid, len(NEIGHBOUR_PAIRS))
         self._cache: dict[int, torch.Tensor] = {}
         self._cache_left = cfg.image_cache_mb * 2**20
+        self.unreadable: dict[int, str] = {}  # image index -> why it was skipped (this process)
 
     def __getstate__(self) -> dict:
         # a DataLoader worker gets the sampler without the decoded images: each fills its own
@@ -168,6 +172,22 @@ class PairSampler:
                 self._cache_left -= img.numel()
         return img
 
+    def _draw_image(self, rng: np.random.Generator) -> tuple[int, torch.Tensor]:
+        """A random image, decoded. An unreadable one (cut or corrupt since ingestion) is skipped,
+        logged once per process and counted in ``unreadable``, and another drawn: each draw takes
+        one number from ``rng`` either way, so every process and a resumed run make the same grids."""
+        n = len(self.images.paths)
+        while len(self.unreadable) < n:
+            idx = int(rng.integers(n))
+            if idx in self.unreadable:
+                continue
+            try:
+                return idx, self.image(idx)
+            except UnreadableImageError as exc:
+                self.unreadable[idx] = str(exc)
+                log.warning("pretraining skips %s", exc)
+        raise NoUsableImages(f"none of the {n} images can be decoded, e.g. {next(iter(self.unreadable.values()))}")
+
     def batch(self, step: int, seed: int | None = None, rank: int = 0, world: int = 1) -> PairBatch:
         """Pairs ``[rank B/world, (rank+1) B/world)`` of step ``step``'s global batch of ``B = batch_size``."""
         cfg = self.cfg
@@ -179,8 +199,7 @@ class PairSampler:
         offset = 0
         for grid in range(lo // self.per_grid, (hi - 1) // self.per_grid + 1):
             rng = np.random.default_rng([base, step, grid])
-            idx = int(rng.integers(len(self.images.paths)))
-            img = self.image(idx)
+            idx, img = self._draw_image(rng)
             corners = sample_grid(rng, img.shape[2], img.shape[1], cfg.patch_size, cfg.gap, cfg.jitter)
             if cfg.pairs == "random_neighbour":
                 chosen = CENTRE_PAIRS[rng.integers(len(CENTRE_PAIRS), size=1)]
