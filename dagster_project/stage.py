@@ -21,6 +21,7 @@ from pydantic import Field
 
 from ctx_core.config import Settings, load_params
 from ctx_core.errors import UserError
+from ctx_core.stage_lock import stage_lock, wait_from_env
 from ctx_core.stages import stage
 from ctx_core.tracking import tracking_uri
 from dagster_project.defs.resources import DvcLock, MlflowTracking
@@ -29,6 +30,9 @@ from dagster_project.settings import params_file
 # Where a launchpad field keeps the params key it sets (pydantic's json_schema_extra,
 # which Dagster also uses for its own field flags).
 PARAMS_KEY = "ctx__params_key"
+# A materialisation waits this long for another writer of its stage (a run launched from the UI
+# while `make pipeline` trains, say) before it fails; `ctx` refuses at once.
+STAGE_LOCK_WAIT_S = 3600.0
 
 
 def asset_key(name: str, item: Optional[str] = None) -> dg.AssetKey:
@@ -99,24 +103,13 @@ def choices(name: str, model, field: str) -> type:
 
 @contextmanager
 def running(context: dg.AssetExecutionContext, settings: Settings, stage_name: str) -> Iterator[None]:
-    """Run one stage exclusively: a second materialisation of the same asset
-    (another run, another process) waits for the first to finish instead of
-    writing the same outputs at the same time. User errors become failures."""
-    import fcntl
-
-    locks = settings.root / ".ctx-locks"
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"{stage_name}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            context.log.info(f"another run is writing the outputs of stage {stage_name!r}; waiting for it to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            with user_errors():
-                yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Run one stage exclusively, under the stage lock ``ctx`` takes too (``ctx_core.stage_lock``):
+    a second writer of the same outputs (another run, ``ctx``/``dvc repro``) is waited for, up to
+    ``CTX_STAGE_LOCK_WAIT`` seconds (default an hour), then the step fails naming its pid.
+    User errors become failures."""
+    with user_errors(), stage_lock(settings.root, stage_name, wait_from_env(STAGE_LOCK_WAIT_S),
+                                   on_wait=context.log.info):
+        yield
 
 
 @contextmanager
@@ -169,7 +162,7 @@ def finish(
     url = mlflow.run_url(run_id, tracking_uri(settings))
     if url:
         metadata["mlflow_run"] = dg.MetadataValue.url(url)
-    record = dvc.record(settings, dvc_stage, context.log)
+    record = dvc.record(settings, dvc_stage)
     metadata["dvc_stage"] = dvc_stage
     metadata["dvc_lock"] = record.reason
     if record.fingerprint:
