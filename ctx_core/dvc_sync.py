@@ -79,8 +79,24 @@ class DvcRecord:
     fingerprint: str | None      # the stage's outputs in dvc.lock after the commit
 
 
-def commit_stage(settings: Settings, stage: str, attempts: int = 30) -> DvcRecord:
-    """``dvc commit`` one stage of the project holding ``settings``' params file, when the run matches it."""
+# What DVC says when another DVC process (``dvc repro``, ``dvc commit``) holds the repository
+# lock or the stage's outputs; ``--quiet`` would hide it, so the commit runs without it.
+_BUSY = ("unable to acquire lock", "is busy, it is being blocked by")
+LOCK_WAIT_S = 120.0
+
+
+def _busy(text: str) -> bool:
+    low = text.lower()
+    return any(marker in low for marker in _BUSY)
+
+
+def commit_stage(settings: Settings, stage: str, lock_wait: float = LOCK_WAIT_S) -> DvcRecord:
+    """``dvc commit`` one stage of the project holding ``settings``' params file, when the run matches it.
+
+    While another DVC process holds the repository, the commit is retried for up to
+    ``lock_wait`` seconds; then, or on any other failure, :class:`UserError` says that
+    the outputs are written but ``dvc.lock`` does not record them.
+    """
     root = settings.root
     if not is_dvc_project(root):
         return DvcRecord(stage, False, f"{root} is not a DVC project (no dvc.yaml and .dvc/)", None)
@@ -90,15 +106,19 @@ def commit_stage(settings: Settings, stage: str, attempts: int = 30) -> DvcRecor
     if diffs:
         shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         return DvcRecord(stage, False, f"dvc.lock left alone: this run's settings differ from params.yaml ({shown})", None)
-    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "--no-relink", stage]
+    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--no-relink", stage]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    for attempt in range(attempts):
+    deadline = time.monotonic() + lock_wait
+    while True:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
         if proc.returncode == 0:
             return DvcRecord(stage, True, f"dvc commit {stage}: dvc.lock updated", lock_fingerprints(root).get(stage))
-        text = (proc.stderr or proc.stdout).strip()
-        if "lock" not in text.lower() or attempt == attempts - 1:  # another dvc process holds the repo lock: wait
+        text = f"{proc.stderr}\n{proc.stdout}".strip()
+        if not _busy(text) or time.monotonic() >= deadline:
             break
-        time.sleep(1 + attempt % 3)
-    last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
-    raise UserError(f"dvc commit {stage} failed in {root}: {last}")
+        time.sleep(1.0)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    why = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else f"exit status {proc.returncode}")
+    waited = f" (another DVC process held the repository for {lock_wait:.0f} s)" if _busy(text) else ""
+    raise UserError(f"dvc commit {stage} failed in {root}{waited}: {why}; the outputs are written but dvc.lock "
+                    f"does not record them: run `dvc commit {stage}` there once no other dvc command runs")

@@ -14,7 +14,7 @@ from typing import Optional
 import dagster as dg
 
 from ctx_core.config import Settings
-from ctx_core.dvc_sync import DvcRecord, commit_stage
+from ctx_core.dvc_sync import LOCK_WAIT_S, DvcRecord, commit_stage
 from ctx_core.errors import UserError
 from ctx_core.tracking import check_reachable
 
@@ -79,19 +79,21 @@ class ComputeDevice(dg.ConfigurableResource):
 class DvcLock(dg.ConfigurableResource):
     """Records each materialisation in ``dvc.lock`` (``dvc commit`` of the
     asset's stage) when the run used params.yaml's settings, so ``dvc status``
-    agrees with Dagster. Off: leave dvc.lock alone."""
+    agrees with Dagster. While ``dvc repro`` or another DVC command holds the
+    repository, the commit waits up to ``lock_wait_s``; if it still cannot
+    commit, the step fails (its outputs are written, dvc.lock does not say so),
+    never a success with a stale dvc.lock. Off: leave dvc.lock alone."""
 
     enabled: bool = True
+    lock_wait_s: float = LOCK_WAIT_S
 
-    def record(self, settings: Settings, stage: str, log=None) -> DvcRecord:
+    def record(self, settings: Settings, stage: str) -> DvcRecord:
         if not self.enabled:
             return DvcRecord(stage, False, "DvcLock resource disabled", None)
         try:
-            return commit_stage(settings, stage)
-        except UserError as exc:  # the outputs are good; only the bookkeeping failed
-            if log is not None:
-                log.warning(str(exc))
-            return DvcRecord(stage, False, str(exc), None)
+            return commit_stage(settings, stage, lock_wait=self.lock_wait_s)
+        except UserError as exc:
+            raise dg.Failure(description=str(exc), metadata={"dvc_stage": stage}) from None
 
 
 @dg.definitions
