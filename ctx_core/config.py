@@ -112,6 +112,9 @@ class PretrainConfig(_Section):
 
     input: str = Field("data/raw_images", description="image store from ctx ingest (or a VOC root / image folder)")
     splits: tuple[str, ...] = Field(("unlabeled",), min_length=1, description="store splits to pretrain on")
+    test_split: str = Field("test", min_length=1,
+                            description="split whose images (by content hash) pretraining refuses: detection and probes score on it")
+    allow_test_images: bool = Field(False, description="pretrain on images whose content is in test_split anyway")
     out: str = Field("models/context", description="encoder.pt and checkpoints/")
     reports: str = "reports/pretrain"
     registered_model: str = Field("ctx-encoder", min_length=1, description="MLflow registry name")
@@ -134,8 +137,11 @@ class PretrainConfig(_Section):
     warmup_steps: int = Field(100, ge=0)
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(256, ge=1)
-    held_out_fraction: float = Field(0.1, gt=0, lt=1)
-    eval_pairs: int = Field(2048, ge=8, description="held-out pairs for pretext accuracy")
+    held_out_fraction: float = Field(
+        0.1, gt=0, lt=1, description="images never trained on, halved by file-name hash into pretext validation and test")
+    eval_pairs: int = Field(2048, ge=8, description="held-out pairs for pretext accuracy: half validation, half test")
+    audit_images: int = Field(64, ge=0, description="validation images for the absolute-position audit; 0 = skip")
+    audit_patches: int = Field(16, ge=1, description="random patches per audited image")
     diagnostic_steps: int = Field(200, ge=0, description="chromatic-aberration diagnostic training steps; 0 = skip")
     log_every: int = Field(20, ge=1)
     workers: int = Field(1, ge=0, description="DataLoader worker processes; 0 = sample in the trainer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,22 +26,37 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     summary = {
         "encoder": str(result.encoder),
         "held_out_accuracy": result.held_out_accuracy,
+        "val_accuracy": result.val_accuracy,
         "chance": result.chance_accuracy,
         "train_images": result.train_images,
         "held_out_images": result.held_out_images,
+        "val_images": result.val_images,
+        "test_images": result.test_images,
+        **{k: result.position_audit[k] for k in ("position_ratio_learned", "position_ratio_random_init",
+                                                  "position_shortcut") if k in result.position_audit},
         "skipped_images": result.skipped_images,
         "steps": result.steps,
         "pairs_per_second": round(result.pairs_per_second, 1),
         "data_version": result.data_version,
         "mlflow_run_id": result.mlflow_run_id,
         "registered_version": result.registered_version,
+        "notes": list(result.notes),
     }
+    for warning in result.warnings:
+        print(f"ctx: warning: {warning}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"held-out pretext accuracy {result.held_out_accuracy:.3f} (chance {result.chance_accuracy:.3f}, "
-              f"the most frequent label's share) after {result.steps} steps "
+        print(f"pretext test accuracy {result.held_out_accuracy:.3f} on {result.test_images} held-out images "
+              f"(chance {result.chance_accuracy:.3f}, the most frequent label's share; validation "
+              f"{result.val_accuracy:.3f} on {result.val_images}) after {result.steps} steps "
               f"on {result.train_images} images ({result.skipped_images} skipped); encoder {result.encoder}")
+        audit = result.position_audit
+        if audit:
+            print(f"position audit: RMSE / centre-guess RMSE {audit['position_ratio_learned']:.2f} learned, "
+                  f"{audit['position_ratio_random_init']:.2f} random-init (1 = no position in the features)")
+        for note in result.notes:
+            print(note)
     return 0
 
 

@@ -130,6 +130,21 @@ def split_held_out(paths: Sequence[Path], fraction: float) -> tuple[list[Path], 
     return train, held
 
 
+def split_val_test(held: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Held-out images into pretext validation (choices) and test (reported once) halves by a
+    second hash of each file name, independent of the train / held-out one; the training images
+    do not change. With fewer than 2 images validation is empty."""
+    if len(held) < 2:
+        return [], [Path(p) for p in held]
+    val, test = [], []
+    for p in held:
+        h = int(hashlib.sha256(b"pretext-val/" + Path(p).name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (val if h < 0.5 else test).append(Path(p))
+    if not val or not test:  # tiny sets: a sorted cut
+        ordered = sorted(Path(p) for p in held)
+        val, test = ordered[: len(ordered) // 2], ordered[len(ordered) // 2:]
+    return val, test
+
 
 def cut_patches(img: torch.Tensor, corners: np.ndarray, patch: int) -> torch.Tensor:
     """Patches at ``corners`` (K, 2) of x, y from ``img`` (3, H, W): uint8 (K, 3, P, P).

@@ -187,6 +187,25 @@ def image_files(root: Path, splits: Sequence[str], setting: str) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def images_in_split(root: Path, paths: Sequence[Path], split: str) -> list[str]:
+    """Names (file stems) of ``paths``, images of ``root`` from :func:`image_files`, whose content
+    (sha256) equals an image of ``root``'s split ``split``: the manifest's hashes for a store, the
+    files' for a VOC root. [] when ``root`` has no such split (a plain folder has none)."""
+    root = Path(root)
+    if is_store(root):
+        manifest = read_manifest(root, ["image_id", "split", "sha256"])
+        held = set(manifest.loc[split_mask(manifest, [split]), "sha256"])
+        sha_of = dict(zip(manifest["image_id"], manifest["sha256"]))
+        return [Path(p).stem for p in paths if sha_of.get(Path(p).stem) in held]
+    if (root / "JPEGImages").is_dir():
+        ids = voc_split_ids(root, split)
+        if not ids:
+            return []
+        held = {file_sha256(root / "JPEGImages" / f"{i}.jpg") for i in ids}
+        return [Path(p).stem for p in paths if file_sha256(p) in held]
+    return []
+
+
 def verify_store(root: Path) -> dict[str, int]:
     """Check a whole store: both tables against their schemas and each other, and one image
     file per manifest row. Returns ``{"images": n, "objects": m}``; raises a one-line UserError."""

@@ -9,7 +9,7 @@ from pydantic import Field
 from ctx_core.checks import encoder_problem, chance_threshold, CHANCE
 from ctx_core.config import PretrainConfig
 from ctx_core.encoder.artifact import read_contract
-from ctx_core.pretext.run import run_pretrain
+from ctx_core.pretext.run import PretrainResult, run_pretrain
 from dagster_project.defs.resources import ComputeDevice, DvcLock, MlflowTracking
 from dagster_project.settings import GPU_TAGS, inline_png
 from dagster_project.stage import (
@@ -45,11 +45,15 @@ def pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflo
         "encoder": dg.MetadataValue.path(str(result.encoder)),
         "reports": dg.MetadataValue.path(str(result.reports["metrics"].parent)),
         "held_out_accuracy": result.held_out_accuracy,
+        "val_accuracy": result.val_accuracy,
         "chance_accuracy": result.chance_accuracy,
         "steps": result.steps,
         "pairs_per_second": result.pairs_per_second,
         "train_images": result.train_images,
         "held_out_images": result.held_out_images,
+        "val_images": result.val_images,
+        "test_images": result.test_images,
+        **position_metadata(result),
         "skipped_images": result.skipped_images,
         "data_version": result.data_version,
         "encoder_contract": dg.MetadataValue.json(read_contract(result.encoder).as_dict()),
@@ -58,7 +62,23 @@ def pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflo
         "confusion": dg.MetadataValue.md(inline_png(result.reports["confusion"])),
         "pairs": dg.MetadataValue.md(inline_png(result.reports["pairs"])),
     }
+    for warning in result.warnings:
+        context.log.warning(warning)
     return finish(context, settings, "pretrain", result.mlflow_run_id, mlflow, dvc, metadata)
+
+
+def position_metadata(result: PretrainResult) -> dict:
+    """The absolute-position audit's numbers, or why it did not run."""
+    audit = result.position_audit
+    if not audit:
+        return {"position_audit": next((n for n in result.notes if n.startswith("position audit")), "not run")}
+    return {
+        "position_ratio_learned": audit["position_ratio_learned"],
+        "position_ratio_random_init": audit["position_ratio_random_init"],
+        "position_difference": audit["position_difference"],
+        "position_shortcut": bool(audit["position_shortcut"]),
+        "position_warning": result.position_warning or "none",
+    }
 
 
 @dg.asset_check(asset=pretrain, blocking=True,
