@@ -4,7 +4,10 @@
    fresh clone: all of them); their assets and everything downstream are
    materialised in one Dagster run (``dagster asset materialize``, in process,
    in the instance under ``DAGSTER_HOME``, which ``make ui`` shows). Each asset
-   records its stage in ``dvc.lock``.
+   records its stage in ``dvc.lock``. Runs of the instance whose process died
+   (``kill -9``) are marked failed and give back their ``gpu`` slot first, and
+   again while this run waits (``dagster_project.dead_runs``); Ctrl-C or SIGTERM
+   stops the run within ``STOP_GRACE_S`` seconds and leaves nothing held.
 2. Stages that ``dvc repro`` ran outside Dagster are reported to the instance
    from ``dvc.lock`` (the same thing ``dvc_lock_sensor`` does under ``dagster dev``).
 3. The registry comparison, ``dvc status`` and ``dvc metrics show`` are printed.
@@ -17,13 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 BIN = Path(sys.executable).parent
 IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})
+# While the run goes on, look for dead runs holding a slot this often; after Ctrl-C/SIGTERM
+# give the run this long to stop itself (a step waiting for a slot ignores both), then kill it.
+WATCH_S = 5.0
+STOP_GRACE_S = 30.0
 
 
 INSTANCE_YAML = """\
@@ -36,10 +45,13 @@ concurrency:
 """
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONWARNINGS": "ignore:::click.core"}  # `dagster asset materialize` is "superseded" by dg launch
+
+
 def _run(cmd: list[str], root: Path, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONWARNINGS": "ignore:::click.core"}  # `dagster asset materialize` is "superseded" by dg launch
-    proc = subprocess.run(cmd, cwd=root, env=env, text=True, capture_output=capture)
+    proc = subprocess.run(cmd, cwd=root, env=_env(), text=True, capture_output=capture)
     if check and proc.returncode != 0:
         sys.exit(f"pipeline: {' '.join(cmd[:4])} ... failed (exit {proc.returncode})"
                  + (f": {proc.stderr.strip().splitlines()[-1]}" if capture and proc.stderr.strip() else ""))
@@ -57,6 +69,65 @@ def selection(stages: list[str]) -> str:
 
     keys = sorted({key.to_user_string() for key in map(asset_for_stage, stages) if key is not None})
     return ",".join(f"{k}*" for k in keys)
+
+
+class Terminated(Exception):
+    """SIGTERM, raised where the main thread is, so the run is stopped as on Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def recover(instance) -> None:
+    """Dead runs of the instance: marked failed, their concurrency slots freed; said on stdout."""
+    from dagster_project.dead_runs import release_dead_runs
+
+    for note in release_dead_runs(instance):
+        print(f"pipeline: {note}", flush=True)
+
+
+def stop(proc: subprocess.Popen, forward: Optional[int]) -> None:
+    """Stop the materialisation: ``forward`` the signal (Ctrl-C reached it already), wait, then kill."""
+    if forward is not None and proc.poll() is None:
+        proc.send_signal(forward)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        print(f"pipeline: the Dagster run did not stop within {STOP_GRACE_S:.0f} s; killing it", flush=True)
+        proc.kill()
+        proc.wait()
+
+
+def materialize(select: str, root: Path) -> int:
+    """``dagster asset materialize`` of ``select`` in process; the exit status (130 when stopped)."""
+    import dagster as dg
+
+    from dagster_project.dead_runs import pool_holders
+
+    instance = dg.DagsterInstance.get()
+    recover(instance)
+    holders = pool_holders(instance, "gpu")
+    if holders:
+        print(f"pipeline: run(s) {', '.join(holders)} hold the gpu pool; training steps wait for them "
+              "(Ctrl-C stops this run)", flush=True)
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "dagster_project.definitions",
+           "--select", select, "--config-json", IN_PROCESS]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    proc = subprocess.Popen(cmd, cwd=root, env=_env())
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=WATCH_S)
+            except subprocess.TimeoutExpired:
+                recover(instance)  # a run that died while this one waits for its slot
+    except (KeyboardInterrupt, Terminated) as exc:
+        print("pipeline: interrupted; stopping the Dagster run", flush=True)
+        stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else None)
+        recover(instance)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def report_dvc_runs() -> int:
@@ -119,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         select = "*" if args.all else selection(stale)
         print(f"pipeline: stale stages: {', '.join(stale)} -> materialising {select}", flush=True)
-        _run([str(BIN / "dagster"), "asset", "materialize", "-m", "dagster_project.definitions",
-              "--select", select, "--config-json", IN_PROCESS], root)
+        code = materialize(select, root)
+        if code == 130:
+            return 130
+        if code != 0:
+            sys.exit(f"pipeline: dagster asset materialize --select {select} failed (exit {code})")
     else:
         print("pipeline: DVC says every stage is up to date; nothing to materialise", flush=True)
     reported = report_dvc_runs()
