@@ -236,18 +236,20 @@ class DiscoveryConfig(_Section):
 class DetectionConfig(_Section):
     """Faster R-CNN fine-tuning on VOC-style data, one run per encoder init.
 
-    Every init gets the same budget (steps, batch, lr, schedule, seed) so the
-    comparison is fair. Sizes are in pixels of the stored images.
+    Every init gets the same budget (steps, batch, lr, schedule) and the same
+    seeds, so the comparison is fair and paired by seed. Sizes are in pixels of the stored images.
     """
 
-    inits: tuple[Literal["context", "scratch", "context_rescaled"], ...] = (
+    inits: tuple[Literal["context", "scratch", "context_rescaled", "scratch_rescaled"], ...] = (
         "context",
         "scratch",
         "context_rescaled",
+        "scratch_rescaled",
     )
     input: str = Field("data/raw_images", description="ingest store or VOC root with trainval/test splits")
-    train_split: str = Field("trainval", min_length=1)
-    test_split: str = Field("test", min_length=1)
+    train_split: str = Field("train", min_length=1, description="the split trained on")
+    val_split: str | None = Field("val", description="scored after training, for choices (the champion); null: none")
+    test_split: str = Field("test", min_length=1, description="scored once per run; the reported numbers")
     encoder: str = Field("models/context/encoder.pt", min_length=1,
                          description="encoder.pt path, models:/name@alias or models:/name/version")
     out: str = Field("models/detection", description="<init>/detector.pt, checkpoints/ and results/")
@@ -280,7 +282,7 @@ class DetectionConfig(_Section):
     metric: Literal["voc07", "area"] = "voc07"
     log_every: int = Field(20, ge=1)
     checkpoint_every: int = Field(250, ge=1)
-    seed: int = Field(0, ge=0)
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="one run (and registry version) per init x seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA")
 
@@ -293,7 +295,42 @@ class DetectionConfig(_Section):
             raise ValueError(f"lr_decay_at {list(self.lr_decay_at)}: every fraction must be in (0, 1)")
         if self.min_size > self.max_size:
             raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds {list(self.seeds)}: expected distinct integers >= 0")
+        if self.val_split in (self.train_split, self.test_split):
+            raise ValueError(f"val_split {self.val_split!r} must differ from train_split and test_split")
         return self
+
+
+class ProbeConfig(_Section):
+    """``ctx probe``: frozen-feature probes of the encoder and its baselines on the
+    store's labelled images (VOC07 linear SVMs on image features; kNN and logistic
+    regression on object crops), each score with a bootstrap 95 % interval over
+    test images. Probes are fitted on ``train_split`` (C by cross-validation inside
+    it) and scored once on ``test_split``.
+    """
+
+    encoder: str = Field("models/context/encoder.pt", min_length=1,
+                         description="encoder.pt path, models:/<name>@<alias> or models:/<name>/<version>")
+    input: str = Field("data/raw_images", description="ingest store or VOC root with labelled splits")
+    train_split: str = Field("trainval", min_length=1)
+    test_split: str = Field("test", min_length=1)
+    reports: str = Field("reports/probe", description="metrics.json, probe_table.md/.csv, probe_chart.png")
+    layer: Literal["fc6", "pool5"] = "fc6"
+    baselines: tuple[Literal["random_init", "raw_pixels"], ...] = ("random_init", "raw_pixels")
+    raw_pixels_side: int = Field(8, ge=1, le=64)
+    grid_stride_fraction: float = Field(1.0, gt=0, le=1, description="image features: grid step / patch side")
+    max_images: int = Field(0, ge=0, description="per split, 0 = all")
+    svm_costs: tuple[float, ...] = Field((0.01, 0.1, 1.0, 10.0, 100.0), min_length=1)
+    cv_folds: int = Field(3, ge=2, le=10)
+    knn_k: int = Field(20, ge=1)
+    knn_temperature: float = Field(0.07, gt=0)
+    min_crop: int = Field(8, ge=1, description="objects smaller than this (px, longer side) give no crop")
+    bootstrap: int = Field(1000, ge=0, description="resamples of the test images for the 95 % intervals")
+    batch_size: int = Field(512, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs)")
+    seed: int = Field(0, ge=0)
 
 
 class CompareConfig(_Section):
@@ -336,6 +373,7 @@ class Params(_Section):
     features: FeaturesConfig = FeaturesConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     detection: DetectionConfig = DetectionConfig()
+    probe: ProbeConfig = ProbeConfig()
     compare: CompareConfig = CompareConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()

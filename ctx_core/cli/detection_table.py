@@ -1,4 +1,5 @@
-"""``ctx detection_table``: per-class AP of every fine-tuned init as markdown and CSV."""
+"""``ctx detection_table``: per-class AP of every fine-tuned init (mean over seeds, mAP with its
+interval) and the paired differences of the inits, as markdown, CSV and a chart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ def cmd_table(args: argparse.Namespace) -> int:
     if result.missing:
         print(f"ctx: note: not fine-tuned yet: {', '.join(result.missing)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"rows": result.rows, "markdown": str(result.markdown), "csv": str(result.csv)}, indent=2))
+        print(json.dumps({"rows": result.rows, "intervals": {k: v.as_dict() for k, v in result.intervals.items()},
+                          "per_seed": result.per_seed, "paired_differences": result.lines,
+                          "markdown": str(result.markdown), "csv": str(result.csv), "chart": str(result.chart),
+                          "summary": str(result.summary)}, indent=2))
     else:
         print(result.markdown.read_text(), end="")
     return 0

@@ -17,24 +17,27 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     extra = [f"detection.steps={args.steps}"] if args.steps else []
     settings = settings_from_args(args, extra)
-    result = run_finetune(settings, args.init, encoder_ref=args.encoder, resume=args.resume)
+    summary = run_finetune(settings, args.init, encoder_ref=args.encoder, resume=args.resume, seeds=args.seeds)
     if not from_env().main:
         return 0  # under torchrun, rank 0 reports
-    for note in result.notes:
+    for note in summary.notes:
         print(f"ctx: note: {note}", file=sys.stderr)
-    summary = {
-        "init": result.init, "metric": result.metric, "mAP": round(result.mean_ap, 4),
-        "ap": {c: round(v, 4) for c, v in result.ap.items()}, "steps": result.steps,
-        "seconds_per_step": round(result.seconds_per_step, 3), "final_loss": round(result.final_loss, 4),
-        "detector": str(result.detector), "results": str(result.results_dir),
-        "encoder_version": result.encoder_version, "data_version": result.data_version,
-        "mlflow_run_id": result.mlflow_run_id, "registered_version": result.registered_version,
-    }
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{result.init}: mAP {100 * result.mean_ap:.1f} ({result.metric}) on {result.test_images} test images "
-              f"after {result.steps} steps ({result.seconds_per_step:.2f} s/step); detector {result.detector}")
+        print(json.dumps({
+            "init": summary.init, "metric": summary.metric, "mAP": summary.test.as_dict(), "val_mAP": summary.val.as_dict(),
+            "ap": {c: round(v, 4) for c, v in summary.ap.items()}, "summary": str(summary.metrics),
+            "runs": [{"seed": r.seed, "mAP": round(r.mean_ap, 4), "val_mAP": round(r.val_map, 4), "steps": r.steps,
+                      "seconds_per_step": round(r.seconds_per_step, 3), "final_loss": round(r.final_loss, 4),
+                      "detector": str(r.detector), "results": str(r.results_dir), "encoder_version": r.encoder_version,
+                      "data_version": r.data_version, "mlflow_run_id": r.mlflow_run_id,
+                      "registered_version": r.registered_version} for r in summary.runs],
+        }, indent=2))
+        return 0
+    for r in summary.runs:
+        val = f", val mAP {100 * r.val_map:.1f}" if r.val_map == r.val_map else ""
+        print(f"{r.init} seed {r.seed}: test mAP {100 * r.mean_ap:.1f} ({r.metric}) on {r.test_images} images{val} "
+              f"after {r.steps} steps ({r.seconds_per_step:.2f} s/step); detector {r.detector}")
+    print(f"{summary.init}: test mAP {summary.test.format(100)} over seeds; summary {summary.metrics}")
     return 0
 
 
@@ -59,11 +62,12 @@ def cmd_voc_eval(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("finetune", help="fine-tune and score a Faster R-CNN from one encoder init (detection)")
     common_args(p)
-    p.add_argument("--init", required=True, choices=["context", "scratch", "context_rescaled"],
-                   help="backbone init: the context encoder, random, or the encoder with data-dependent rescaling")
+    p.add_argument("--init", required=True, choices=["context", "scratch", "context_rescaled", "scratch_rescaled"],
+                   help="backbone init: the context encoder, random, or either with data-dependent rescaling")
     p.add_argument("--encoder", metavar="REF", help="encoder.pt path, models:/name@alias or models:/name/version (detection.encoder)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this init")
     p.add_argument("--steps", type=int, metavar="N", help="total training steps (detection.steps)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds to run, one detector each (detection.seeds)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("voc-eval", help="score VOC results files (comp4_det_<split>_<class>.txt) against a VOC root")

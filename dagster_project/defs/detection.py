@@ -35,6 +35,7 @@ class FinetuneRunConfig(LaunchpadConfig):
 
     encoder: str | None = param("detection.encoder", "encoder.pt path, models:/name@alias or models:/name/version")
     steps: int | None = param("detection.steps", "training steps (the same for every init)")
+    seeds: list[int] | None = param("detection.seeds", "one detector per seed (the same seeds for every init)")
     batch_size: int | None = param("detection.batch_size", "images per step")
     lr: float | None = param("detection.lr", "learning rate after warmup")
     resume: bool = Field(default=False, description="continue from this init's newest checkpoint")
@@ -55,27 +56,33 @@ def _finetune_asset(init: str) -> dg.AssetsDefinition:
         if not cfg.encoder.startswith("models:/"):
             require_upstream(settings.path(cfg.encoder), "pretrain", "the encoder")
         with running(context, settings, dvc_stage):
-            result = run_finetune(settings, init, resume=config.resume,
-                                  extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
-        row = {init: {**result.ap, "mAP": result.mean_ap}}
+            summary = run_finetune(settings, init, resume=config.resume,
+                                   extra_tags={"dagster_run_id": context.run.run_id}, progress=False)
+        first = summary.runs[0]
+        row = {init: {**summary.ap, "mAP": summary.test.mean}}
         metadata = {
             "init": init,
-            "mAP": result.mean_ap,
-            "metric": result.metric,
-            "ap_table": dg.MetadataValue.md(ap_table_markdown(row, list(result.ap), result.metric)),
-            "pr_curves": dg.MetadataValue.md(inline_png(result.reports["pr_curves"])),
-            "detector": dg.MetadataValue.path(str(result.detector)),
-            "results": dg.MetadataValue.path(str(result.results_dir)),
-            "steps": result.steps,
-            "seconds_per_step": result.seconds_per_step,
-            "final_loss": result.final_loss,
-            "train_images": result.train_images,
-            "test_images": result.test_images,
-            "encoder_version": result.encoder_version,
-            "data_version": result.data_version,
-            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
-            "registered_version": result.registered_version or "tracking off",
+            "mAP": summary.test.mean,
+            "mAP_interval": summary.test.format(100),
+            "n_seeds": summary.test.n,
+            "mAP_per_seed": dg.MetadataValue.json({str(k): v for k, v in summary.per_seed.items()}),
+            "val_mAP": summary.val.mean,
+            "metric": summary.metric,
+            "ap_table": dg.MetadataValue.md(ap_table_markdown(row, list(summary.ap), summary.metric)),
+            "pr_curves": dg.MetadataValue.md(inline_png(first.reports["pr_curves"])),
+            "detectors": dg.MetadataValue.json({str(r.seed): str(r.detector) for r in summary.runs}),
+            "summary": dg.MetadataValue.path(str(summary.metrics)),
+            "steps": first.steps,
+            "seconds_per_step": sum(r.seconds_per_step for r in summary.runs) / len(summary.runs),
+            "train_images": first.train_images,
+            "test_images": first.test_images,
+            "encoder_version": first.encoder_version,
+            "data_version": first.data_version,
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "none"),
+            "registered_versions": dg.MetadataValue.json(
+                {str(r.seed): r.registered_version or "tracking off" for r in summary.runs}),
         }
+        result = summary.runs[-1]
         return finish(context, settings, dvc_stage, result.mlflow_run_id, mlflow, dvc, metadata)
 
     return _finetune
@@ -105,9 +112,12 @@ def detection_table(context: dg.AssetExecutionContext, mlflow: MlflowTracking, d
         result = run_detection_table(settings)
     metadata = {
         "ap_table": dg.MetadataValue.md(result.markdown.read_text()),
+        "chart": dg.MetadataValue.md(inline_png(result.chart)),
         "csv": dg.MetadataValue.path(str(result.csv)),
+        "paired_differences": dg.MetadataValue.md("\n".join(f"- {x}" for x in result.lines) or "one init only"),
         "missing_inits": dg.MetadataValue.json(result.missing),
-        **{f"mAP_{init}": row["mAP"] for init, row in result.rows.items()},
+        **{f"mAP_{init}": ci.mean for init, ci in result.intervals.items()},
+        **{f"n_{init}": ci.n for init, ci in result.intervals.items()},
     }
     return finish(context, settings, "detection_table", None, mlflow, dvc, metadata)
 

@@ -29,5 +29,5 @@ def encoder_file(tmp_path_factory):
 def detection_params(tmp_path, voc_root, encoder_file, **detection):
     """Params in ``tmp_path`` fine-tuning on ``voc_root`` with the smoke budget."""
     cfg = {"input": str(voc_root), "encoder": str(encoder_file), "out": str(tmp_path / "models"),
-           "reports": str(tmp_path / "reports"), **detection}
+           "reports": str(tmp_path / "reports"), "train_split": "trainval", "val_split": None, **detection}
     return write_params(tmp_path / "p", detection=cfg)
