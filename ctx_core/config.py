@@ -327,6 +327,7 @@ class ProbeConfig(_Section):
     knn_temperature: float = Field(0.07, gt=0)
     min_crop: int = Field(8, ge=1, description="objects smaller than this (px, longer side) give no crop")
     bootstrap: int = Field(1000, ge=0, description="resamples of the test images for the 95 % intervals")
+    audit_patches: int = Field(16, ge=0, description="absolute-position audit: patches per test image; 0 skips it")
     batch_size: int = Field(512, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs)")

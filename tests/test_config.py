@@ -16,7 +16,7 @@ def test_repo_params_validate_and_defaults_match_model():
     # every section the design names is present in the file
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(Params.model_fields) == {
-        "data", "pretrain", "features", "discovery", "detection", "compare", "tracking", "storage"
+        "data", "pretrain", "features", "discovery", "detection", "probe", "compare", "tracking", "storage"
     }
 
 

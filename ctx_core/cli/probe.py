@@ -31,6 +31,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not result.skipped:
         print(result.reports["table_md"].read_text(), end="")
         print(result.verdict())
+        if result.audit:
+            a = result.audit
+            print(f"position audit (RMSE / centre-guess RMSE, lower = more absolute position): learned "
+                  f"{a.ratios['learned'].format(digits=2)}, random_init {a.ratios['random_init'].format(digits=2)}")
+            if a.warning():
+                print(f"ctx: warning: {a.warning()}", file=sys.stderr)
         print(f"{result.seconds:.0f} s; reports {result.reports['metrics'].parent}")
     return 0
 

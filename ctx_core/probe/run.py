@@ -8,6 +8,10 @@ paired difference to the learned encoder on the same resamples:
 - ``svm_map``: VOC07 protocol, mean over classes of the test AP;
 - ``knn_top1``: weighted kNN top-1 accuracy on object crops;
 - ``logreg_top1``: logistic-regression top-1 accuracy on object crops.
+
+It also repeats pretraining's absolute-position audit (``encoder.position_audit``)
+on the test images, so an encoder from anywhere (a registry version, another
+machine) gets audited where it is evaluated.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ctx_core.config import Settings
 from ctx_core.distributed import bf16_autocast
 from ctx_core.encoder.artifact import EncoderContract
 from ctx_core.encoder.embed import Embedder, pick_device, random_init_tower, raw_pixel_embedder, tower_embedder
+from ctx_core.encoder.position_audit import AuditResult, audit_position
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.probe.features import image_features, image_labels, object_crops, embed_all
@@ -57,6 +62,7 @@ class ProbeResult:
     mlflow_run_id: str | None
     skipped: str | None = None
     costs: dict[str, Any] = field(default_factory=dict)
+    audit: AuditResult | None = None   # absolute-position audit, learned vs random-init, on the test images
 
     def verdict(self, protocol: str = "svm_map", baseline: str = "random_init") -> str:
         """Whether the learned encoder beats ``baseline`` on ``protocol`` beyond noise, in words."""
@@ -198,6 +204,14 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
         low, high = np.percentile(rest, [2.5, 97.5])
         return Interval(point, float(low), float(high), n_test)
 
+    audit = None
+    if cfg.audit_patches and "random_init" in names and n_test >= 4:
+        by_name = {e.name: e for e in embedders}
+        audit = audit_position({LEARNED: by_name[LEARNED], "random_init": by_name["random_init"]}, contract,
+                               [r.path for r in test.images], cfg.audit_patches, cfg.seed, cfg.bootstrap)
+        if audit.warning():
+            notes.append(f"position audit: {audit.warning()}")
+
     scores = {p: {n: interval(per_resample[p][n]) for n in names} for p in PROTOCOLS}
     differences = {p: {n: interval(per_resample[p][LEARNED] - per_resample[p][n]) for n in names if n != LEARNED}
                    for p in PROTOCOLS}
@@ -206,7 +220,7 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
 
     folder = settings.path(cfg.reports)
     folder.mkdir(parents=True, exist_ok=True)
-    metrics = _metrics(scores, differences)
+    metrics = {**_metrics(scores, differences), **(audit.metrics() if audit else {})}
     summary = {**metrics, "train_images": len(train.images), "test_images": n_test,
                "train_crops": int(len(train_crops.labels)), "test_crops": int(len(test_crops.labels)),
                "classes": len(classes), "bootstrap": cfg.bootstrap, "seconds": round(seconds, 1),
@@ -231,7 +245,7 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
         for path in files.values():
             run.log_artifact(path, "probe")
     return ProbeResult(scores, differences, tuple(notes), encoder_version, data_version, len(train.images), n_test,
-                       int(len(test_crops.labels)), seconds, files, run.run_id, costs=costs)
+                       int(len(test_crops.labels)), seconds, files, run.run_id, costs=costs, audit=audit)
 
 
 def _metrics(scores: dict[str, dict[str, Interval]], differences: dict[str, dict[str, Interval]]) -> dict[str, float]:

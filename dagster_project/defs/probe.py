@@ -56,6 +56,9 @@ def probe(context: dg.AssetExecutionContext, config: ProbeRunConfig, mlflow: Mlf
             "encoder_version": result.encoder_version,
             "data_version": result.data_version,
             "seconds": round(result.seconds, 1),
+            **({"position_ratio_learned": result.audit.ratios["learned"].mean,
+                "position_ratio_random_init": result.audit.ratios["random_init"].mean,
+                "position_shortcut": result.audit.shortcut} if result.audit else {}),
             "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
         }
     return finish(context, settings, "probe", result.mlflow_run_id, mlflow, dvc, metadata)

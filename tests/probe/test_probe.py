@@ -109,6 +109,8 @@ def test_probe_scores_every_featuriser_with_intervals(labelled):
     assert run.data.tags["stage"] == "probe" and run.data.tags["encoder_version"].startswith("file:")
     assert run.data.metrics["knn_top1_raw_pixels"] == pytest.approx(result.scores["knn_top1"]["raw_pixels"].mean)
     assert "learned" in result.verdict() and "random_init" in result.verdict()
+    assert result.audit is not None and result.audit.images_scored == 24
+    assert metrics["position_ratio_learned"] == pytest.approx(result.audit.ratios["learned"].mean)
 
 
 def test_probe_without_labels_is_skipped_with_the_reason(labelled, tmp_path):
