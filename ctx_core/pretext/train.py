@@ -104,6 +104,7 @@ def train(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool | None = None,
     stop_after: int | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
     """Train for ``cfg.steps`` steps (from the newest checkpoint with ``resume``); see :func:`ctx_core.training.fit`.
 
@@ -120,6 +121,7 @@ def train(
                             "lower pretrain.lr or turn off pretrain.amp", compile=cfg.compile)
     method = ContextPrediction(sampler, cfg, env, device)
     result = fit(model, build_optimizer(model, cfg), method, settings, checkpoints, cfg.model_dump(mode="json"),
-                 env, device, resume=resume, on_log=on_log, progress=progress, stop_after=stop_after, desc="pretrain")
+                 env, device, resume=resume, on_log=on_log, progress=progress, stop_after=stop_after, desc="pretrain",
+                 run_id=run_id)
     rate = method.rates(result.steps - result.start_step, result.seconds)["pairs_per_second"]
     return TrainResult(**vars(result), pairs_per_second=rate)

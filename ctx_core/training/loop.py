@@ -101,7 +101,13 @@ class LoopSettings:
 
 @dataclass
 class LoopResult:
-    """``model`` trained from ``start_step`` to ``steps``; ``history``: one row per log, ``{"step", metric: mean}``."""
+    """``model`` trained from ``start_step`` to ``steps``.
+
+    ``history``: one row per log, ``{"step", metric: mean}``, from the first
+    step of the run: a resumed call starts with the rows its checkpoint kept.
+    ``resumed_from``: the tracking run id recorded in the checkpoint a resumed
+    call continued (``None`` for a fresh call or an older checkpoint).
+    """
 
     model: nn.Module
     start_step: int
@@ -109,6 +115,7 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     last_checkpoint: Path | None = None
+    resumed_from: str | None = None
 
     @property
     def seconds_per_step(self) -> float:
@@ -130,6 +137,7 @@ def fit(
     progress: bool | None = None,
     stop_after: int | None = None,
     desc: str = "train",
+    run_id: str | None = None,
 ) -> LoopResult:
     """Train ``model`` (on ``device``, not wrapped) to ``settings.schedule.steps`` steps.
 
@@ -139,32 +147,37 @@ def fit(
     return after this many steps of this call (a planned interruption).
     ``on_log(step, metrics)``: every ``log_every`` steps and at the last, with
     each metric's mean over the steps since the previous row, ``lr`` and the
-    method's rates (rank 0 only). Joins the ``torchrun`` process group for the call.
+    method's rates (rank 0 only). ``run_id``: the tracking run this call logs
+    to, recorded in its checkpoints (see :attr:`LoopResult.resumed_from`).
+    Joins the ``torchrun`` process group for the call.
     """
     with distributed.process_group(env, device):
         return _fit(model, optimizer, method, settings, checkpoints, config, env, device,
-                    resume, on_log, progress, stop_after, desc)
+                    resume, on_log, progress, stop_after, desc, run_id)
 
 
 def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, settings: LoopSettings,
          checkpoints: Path, config: dict[str, Any], env: Distributed, device: torch.device, resume: bool,
          on_log: Callable[[int, dict[str, float]], None] | None, progress: bool | None, stop_after: int | None,
-         desc: str) -> LoopResult:
+         desc: str, run_id: str | None) -> LoopResult:
     steps = settings.schedule.steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings.schedule))
     start = 0
+    history: list[dict[str, float]] = []
+    resumed_from = None
     if resume:
         # rank 0 reads and broadcasts: other nodes need not see its disk, and a refusal stops every rank
         saved = distributed.from_main(
             lambda: read_checkpoint(checkpoints, config, set(settings.resumable), steps, settings.section), env)
         start = state.restore(saved, model, optimizer, scheduler)
+        history, resumed_from = state.saved_history(saved), state.saved_run_id(saved)
     elif env.main:
         state.clear(checkpoints)
     net = distributed.wrap_ddp(model, device)
     if settings.compile:
         net = torch.compile(net)
     stop = steps if stop_after is None else min(steps, start + stop_after)
-    result = LoopResult(model=model, start_step=start, steps=stop)
+    result = LoopResult(model=model, start_step=start, steps=stop, history=history, resumed_from=resumed_from)
     logger = MetricLogger(window=settings.log_every)
     model.train()
     bar = tqdm(total=stop - start, desc=desc, unit="step",
@@ -194,7 +207,8 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, set
             if on_log and env.main:
                 on_log(done, metrics)
         if env.main and (done % settings.checkpoint_every == 0 or done == stop):
-            result.last_checkpoint = state.save(checkpoints, done, model, optimizer, scheduler, config)
+            result.last_checkpoint = state.save(checkpoints, done, model, optimizer, scheduler, config,
+                                                result.history, run_id)
     bar.close()
     result.seconds = time.perf_counter() - t0
     return result

@@ -1,15 +1,19 @@
 """What a training checkpoint holds and how a run picks up from one.
 
-A checkpoint is ``{step, model, optimizer, scheduler, rng, config}``: tensors,
-numbers and the JSON-able ``config`` only, so ``torch.load(weights_only=True)``
-reads it. ``step`` is the number of steps done; ``config`` is what a
-resumption must match (see :func:`ctx_core.checkpoints.read_checkpoint`).
+A checkpoint is ``{step, model, optimizer, scheduler, rng, config, history, run_id}``:
+tensors, numbers, strings and the JSON-able ``config`` only, so
+``torch.load(weights_only=True)`` reads it. ``step`` is the number of steps
+done; ``config`` is what a resumption must match (see
+:func:`ctx_core.checkpoints.read_checkpoint`); ``history`` the logged metric
+rows up to ``step``, so a resumed run's curves start at step 0 whatever
+happened to the tracking server; ``run_id`` the tracking run that wrote it,
+so the run resuming it can link to it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +38,7 @@ def set_rng_state(rng: dict[str, Any]) -> None:
 
 
 def save(folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler,
-         config: dict[str, Any]) -> Path:
+         config: dict[str, Any], history: Sequence[dict[str, float]] = (), run_id: str | None = None) -> Path:
     """Checkpoint ``step-<step>.pt`` in ``folder`` (atomic; the newest two are kept)."""
     return write_checkpoint(folder, step, {
         "step": step,
@@ -43,6 +47,8 @@ def save(folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optim
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
         "config": config,
+        "history": [dict(row) for row in history],
+        "run_id": run_id or "",
     })
 
 
@@ -57,6 +63,16 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     if "rng" in state:  # detection checkpoints written before the shared loop have none (it reseeds every image)
         set_rng_state(state["rng"])
     return int(state["step"])
+
+
+def saved_history(state: dict[str, Any]) -> list[dict[str, float]]:
+    """The metric rows a checkpoint kept, up to its step (none in checkpoints written before they kept them)."""
+    return [dict(row) for row in state.get("history", []) if row["step"] <= int(state["step"])]
+
+
+def saved_run_id(state: dict[str, Any]) -> str | None:
+    """The tracking run that wrote a checkpoint, if it recorded one."""
+    return state.get("run_id") or None
 
 
 def clear(folder: Path) -> None:

@@ -146,8 +146,10 @@ def test_resume_is_bitwise_an_uninterrupted_run(tmp_path, monkeypatch):
     torch.rand(3)  # the global RNG moves on between the two processes' lives
     resumed = toy_fit(tmp_path / "resumed", resume=True)
     assert (resumed.start_step, resumed.steps) == (4, 10)
-    assert [h["loss"] for h in part.history + resumed.history] == [h["loss"] for h in full.history]
-    assert [h["lr"] for h in part.history + resumed.history] == [h["lr"] for h in full.history]
+    # the resumed call's history starts at step 0: the checkpoint kept the rows before it
+    assert resumed.history[:len(part.history)] == part.history
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     # the control: without the checkpoint's RNG state the dropout masks, hence the losses, differ
@@ -155,6 +157,19 @@ def test_resume_is_bitwise_an_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(state_mod, "set_rng_state", lambda rng: None)
     forgetful = toy_fit(tmp_path / "control", resume=True)
     assert [h["loss"] for h in forgetful.history] != [h["loss"] for h in resumed.history]
+
+
+def test_a_resumed_run_names_the_run_it_continues_and_keeps_its_curve(tmp_path):
+    part = toy_fit(tmp_path / "ck", stop_after=5, run_id="run-a")
+    assert part.resumed_from is None
+    resumed = toy_fit(tmp_path / "ck", resume=True, run_id="run-b")
+    assert resumed.resumed_from == "run-a"
+    assert [h["step"] for h in resumed.history] == list(range(1, 11))
+    assert [h["step"] for h in resumed.history[:5]] == [h["step"] for h in part.history]
+    # a checkpoint from before checkpoints kept their rows and run id still resumes, with no rows before it
+    saved = torch.load(resumed.last_checkpoint, weights_only=True)
+    assert saved["run_id"] == "run-b" and len(saved["history"]) == 10
+    assert state_mod.saved_history({"step": 4}) == [] and state_mod.saved_run_id({"step": 4}) is None
 
 
 def test_resume_checks_the_settings(tmp_path):
@@ -183,7 +198,8 @@ def test_checkpoint_cadence_logging_rows_and_format(tmp_path, monkeypatch):
     assert result.last_checkpoint == folder / "step-0000007.pt"
     assert logged == [3, 6, 7] == [h["step"] for h in result.history]
     blob = torch.load(result.last_checkpoint, weights_only=True)
-    assert set(blob) == {"step", "model", "optimizer", "scheduler", "rng", "config"} and blob["step"] == 7
+    assert set(blob) == {"step", "model", "optimizer", "scheduler", "rng", "config", "history", "run_id"}
+    assert blob["step"] == 7 and blob["history"] == result.history and blob["run_id"] == ""
 
     # each row is the mean over the steps since the previous row: the last one covers step 7 alone
     per_step = toy_fit(tmp_path / "per_step", toy_settings(steps=8, log_every=1), stop_after=7)
