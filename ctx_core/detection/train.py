@@ -62,8 +62,9 @@ def schedule(cfg: DetectionConfig) -> Schedule:
 class DetectorLosses(Method):
     """The sum of a torchvision detector's losses, one forward and backward pass per image."""
 
-    def __init__(self, data: TrainingSet, cfg: DetectionConfig, env: distributed.Distributed, device: torch.device):
-        self.data, self.seed, self.env, self.device = data, cfg.seed, env, device
+    def __init__(self, data: TrainingSet, cfg: DetectionConfig, env: distributed.Distributed, device: torch.device,
+                 seed: int = 0):
+        self.data, self.seed, self.env, self.device = data, seed, env, device
         self.mine = distributed.shard(data.batch_size, env, "detection.batch_size")
         self.amp = cfg.amp and device.type == "cuda"
 
@@ -105,16 +106,18 @@ def train_detector(
     stop_after: int | None = None,
     desc: str = "finetune",
     run_id: str | None = None,
+    seed: int = 0,
 ) -> LoopResult:
     """Train ``model`` (a torchvision detector, already initialised) for ``cfg.steps`` steps.
 
     ``config``: what a checkpoint must match to be resumed (settings, init,
-    encoder, classes); the rest as :func:`ctx_core.training.fit`. Under
+    encoder, classes, seed); ``seed`` draws each image's augmentation and
+    sampling; the rest as :func:`ctx_core.training.fit`. Under
     ``torchrun``, ``data.batch_size`` is the global batch.
     """
     env = distributed.from_env()
     device = pick_device(cfg)
-    method = DetectorLosses(data, cfg, env, device)
+    method = DetectorLosses(data, cfg, env, device, seed)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
