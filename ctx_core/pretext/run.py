@@ -146,7 +146,8 @@ def run_pretrain(
                         "test_images": len(test_paths), "skipped_images": usable.skipped,
                         "world_size": env.world})
         result = train(cfg, sampler, out / "checkpoints", resume=resume, progress=progress, stop_after=stop_after,
-                       on_log=lambda step, m: run.log_metrics(m, step=step))
+                       on_log=lambda step, m: run.log_metrics(m, step=step), run_id=run.run_id)
+        run.link_resumed(result.resumed_from)
         if not env.main:
             return PretrainResult(out / ENCODER_FILE, float("nan"), len(train_images.paths), len(held_paths),
                                   train_images.skipped, result.steps, result.pairs_per_second, data_version, {}, None, None)
@@ -211,7 +212,7 @@ def run_pretrain(
             run.log_artifact(path, "pretrain")
         run.log_artifact(encoder, "encoder")
         version = None
-        if run.run_id:
+        if run.run_id and run.connected:  # a lost tracking server: the encoder is on disk, not registered
             import mlflow
 
             client = mlflow.MlflowClient(tracking_uri(settings))
