@@ -19,6 +19,7 @@ the bootstrap over test images recomputes the metric without refitting.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ class SvmScores:
     labels: dict[str, np.ndarray]
     costs: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
+    unconverged: list[str] = field(default_factory=list)  # classes where liblinear hit max_iter for some C in CV
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -44,11 +46,12 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def svm_voc07(train_x: np.ndarray, train_y: dict[str, np.ndarray], test_x: np.ndarray, test_y: dict[str, np.ndarray],
               costs: tuple[float, ...], folds: int, seed: int) -> SvmScores:
     """Per-class linear SVMs (``sklearn.svm.LinearSVC``), C by ``folds``-fold CV on the training images."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.svm import LinearSVC
 
     train_x, test_x = l2_normalise(train_x), l2_normalise(test_x)
-    scores, labels, chosen, skipped = {}, {}, {}, {}
+    scores, labels, chosen, skipped, unconverged = {}, {}, {}, {}, []
     for cls, y in train_y.items():
         keep = y >= 0
         positives = int((y[keep] == 1).sum())
@@ -63,11 +66,15 @@ def svm_voc07(train_x: np.ndarray, train_y: dict[str, np.ndarray], test_x: np.nd
             {"C": list(costs)}, scoring="average_precision",
             cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
         )
-        search.fit(train_x[keep], y[keep])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            search.fit(train_x[keep], y[keep])
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            unconverged.append(cls)
         scores[cls] = search.decision_function(test_x)
         labels[cls] = test_y[cls]
         chosen[cls] = float(search.best_params_["C"])
-    return SvmScores(scores, labels, chosen, skipped)
+    return SvmScores(scores, labels, chosen, skipped, unconverged)
 
 
 def weighted_average_precision(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -115,6 +122,6 @@ def logistic_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     folds = max(2, min(folds, int(counts[counts > 0].min())))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 1, 5).tolist(), cv=folds,
                                                                  scoring="accuracy", max_iter=2000, random_state=seed,
-                                                                 use_legacy_attributes=False))
+                                                                 l1_ratios=(0.0,), use_legacy_attributes=False))
     model.fit(train_x, train_y)
     return model.predict(test_x), float(np.ravel(model[-1].C_)[0])

@@ -175,6 +175,9 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
         svm = svm_voc07(train_img[e.name], train_y, test_img[e.name], test_y, cfg.svm_costs, cfg.cv_folds, cfg.seed)
         if e.name == LEARNED:
             notes += [f"{c}: not in the SVM mean ({why})" for c, why in svm.skipped.items()]
+        if svm.unconverged:
+            notes.append(f"{e.name}: liblinear reached max_iter for some C during cross-validation of "
+                         f"{', '.join(svm.unconverged)} (the chosen C is the best-scoring one regardless)")
         aps = np.stack([weighted_average_precision(svm.scores[c], svm.labels[c], weights) for c in svm.scores]) \
             if svm.scores else np.full((1, len(weights)), np.nan)
         per_resample["svm_map"][e.name] = np.nanmean(aps, axis=0) if svm.scores else aps[0]
