@@ -30,7 +30,7 @@ from tests.conftest import BIN, ROOT, dagster_resources, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
-STAGES_WITH_RUNS = {"synth", "ingest", "pretrain", "extract", "discover", "finetune", "compare"}
+STAGES_WITH_RUNS = {"synth", "ingest", "pretrain", "extract", "discover", "probe", "finetune", "compare"}
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,12 @@ def stage_runs(uri: str) -> list:
 
 
 def all_assets():
-    from dagster_project.defs import detection, discovery, ingest, pretrain, synth
+    from dagster_project.defs import detection, discovery, ingest, pretrain, probe, synth
 
     return [
         synth.synth, ingest.ingest, ingest.ingest_tables_valid,
         pretrain.pretrain, pretrain.pretrain_beats_chance,
-        discovery.extract, discovery.discover,
+        discovery.extract, discovery.discover, probe.probe,
         *detection.FINETUNE_ASSETS, *detection.FINETUNE_CHECKS, detection.detection_table, detection.compare,
     ]
 
@@ -131,11 +131,11 @@ def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, 
     data_version = next(o["md5"] for o in lock["ingest"]["outs"] if o["path"] == "data/raw_images-smoke")
     for r in runs:
         assert r.data.tags["git_commit"] and r.data.tags["params_hash"]
-        if r.data.tags["stage"] in {"pretrain", "extract", "finetune"}:
+        if r.data.tags["stage"] in {"pretrain", "extract", "probe", "finetune"}:
             assert r.data.tags["data_version"] == data_version
     client = mlflow.MlflowClient(mlflow_server)
     versions = client.search_model_versions("name='ctx-detector'")
-    assert len(versions) == 3 and all(client.get_run(v.run_id).data.tags["stage"] == "finetune" for v in versions)
+    assert len(versions) == 4 and all(client.get_run(v.run_id).data.tags["stage"] == "finetune" for v in versions)
     assert client.get_model_version_by_alias("ctx-detector", "champion")
     artifacts = {a.path for a in client.list_artifacts(versions[0].run_id, "detector")}
     assert "detector/detector.pt" in artifacts
@@ -147,9 +147,9 @@ def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, 
     instance = dg.DagsterInstance.ephemeral()
     result = dvc_lock_sensor(dg.build_sensor_context(instance=instance))
     reported = {e.asset_key.to_user_string() for e in result.asset_events}
-    assert reported == {"synth", "ingest", "pretrain", "extract", "discover",
-                        "finetune/context", "finetune/scratch", "finetune/context_rescaled", "detection_table",
-                        "compare"}
+    assert reported == {"synth", "ingest", "pretrain", "extract", "discover", "probe",
+                        "finetune/context", "finetune/scratch", "finetune/context_rescaled",
+                        "finetune/scratch_rescaled", "detection_table", "compare"}
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
     assert instance.get_latest_materialization_event(dg.AssetKey("pretrain")) is not None
@@ -175,7 +175,7 @@ def test_dagster_materialises_the_whole_graph_and_dvc_status_agrees(repo, mlflow
     result = dg.materialize(all_assets(), instance=instance, resources=dagster_resources())
     assert result.success
     materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert len(materialised) == 10
+    assert len(materialised) == 12
     assert all(c.passed for c in result.get_asset_check_evaluations())
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
@@ -190,7 +190,7 @@ def test_dagster_materialises_the_whole_graph_and_dvc_status_agrees(repo, mlflow
     tagged = [r for r in stage_runs(mlflow_server) if r.data.tags.get("dagster_run_id") == result.run_id]
     assert {r.data.tags["stage"] for r in tagged} == STAGES_WITH_RUNS
     comparison = result.asset_materializations_for_node("compare")[0].metadata
-    assert comparison["versions"].value == 6 and "★" in comparison["comparison"].value
+    assert comparison["versions"].value == 8 and "★" in comparison["comparison"].value
     client = mlflow.MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("ctx-detector", "champion")
     assert int(champion.version) == comparison["champion_version"].value

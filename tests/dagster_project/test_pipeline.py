@@ -12,5 +12,5 @@ def test_stale_stages_select_their_assets_and_downstream():
     graph = load_defs().resolve_asset_graph()
     picked = dg.AssetSelection.from_coercible(selection(["pretrain"]).split(",")).resolve(graph)
     names = {k.to_user_string() for k in picked}
-    assert names == {"pretrain", "extract", "discover", "finetune/context", "finetune/scratch",
-                     "finetune/context_rescaled", "detection_table", "compare"}
+    assert names == {"pretrain", "extract", "discover", "probe", "finetune/context", "finetune/scratch",
+                     "finetune/context_rescaled", "finetune/scratch_rescaled", "detection_table", "compare"}

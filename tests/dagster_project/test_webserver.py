@@ -15,8 +15,8 @@ from tests.conftest import BIN, ROOT, free_port, wait_http, write_params
 
 pytestmark = pytest.mark.slow
 
-ASSETS = {"synth", "ingest", "pretrain", "extract", "discover",
-          "finetune/context", "finetune/scratch", "finetune/context_rescaled", "detection_table", "compare"}
+ASSETS = {"synth", "ingest", "pretrain", "extract", "discover", "probe", "finetune/context", "finetune/scratch",
+          "finetune/context_rescaled", "finetune/scratch_rescaled", "detection_table", "compare"}
 
 LAUNCH = """
 mutation($params: ExecutionParams!) {

@@ -14,7 +14,7 @@ def _by_init():
 
 def test_detector_assets_wiring():
     assets = _by_init()
-    assert list(assets) == ["context", "scratch", "context_rescaled"]
+    assert list(assets) == ["context", "scratch", "context_rescaled", "scratch_rescaled"]
     for init, asset in assets.items():
         deps = {d.asset_key for d in asset.specs_by_key[dg.AssetKey(["finetune", init])].deps}
         expected = {dg.AssetKey("ingest"), dg.AssetKey("pretrain")}  # scratch too, as in dvc.yaml
