@@ -7,10 +7,10 @@ use its eligible versions only, one per seed (the newest when a seed was run
 twice). A version registered before detection ran over seeds has no ``seed``
 tag; it is a group of its own (n = 1) that pairs with nothing.
 
-The choice is made on validation and test is reported: groups are ranked by
-their mean ``val_mAP`` over seeds when every version in the eligible groups
-was scored on the validation split, else by the test ``mAP`` (``ranked_by``
-says which). The lead of the best group over the runner-up is the paired
+The choice is made on validation and test is reported: groups whose every
+seed was scored on the validation split are ranked by their mean ``val_mAP``
+over seeds, and groups without it are listed but not ranked; only when no
+group has it do groups rank by the test ``mAP`` (``ranked_by`` says which). The lead of the best group over the runner-up is the paired
 difference of the ranking metric over their common seeds with its 95 %
 t-interval (``ctx_core.stats``); it is *beyond noise* only when that interval
 lies above 0, which needs at least two common seeds.
@@ -19,7 +19,7 @@ lies above 0, which needs at least two common seeds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ctx_core.compare.versions import VersionRow
 from ctx_core.stats import Interval, paired_difference, t_interval
@@ -135,10 +135,24 @@ def _mean_or(interval: Interval, default: float) -> float:
     return interval.mean if math.isfinite(interval.mean) else default
 
 
+NO_VAL = "not every seed was scored on the validation split (val_mAP): not ranked on val, where the choice is made"
+
+
 def rank_groups(groups: list[Group]) -> Ranking:
-    """Rank the groups, pick the champion version and judge its group's lead."""
+    """Rank the groups, pick the champion version and judge its group's lead.
+
+    When any eligible group has ``val_mAP`` for every seed, the choice is made on
+    validation: those groups are ranked by it, and groups without it (versions
+    registered before ``detection.val_split``, trained on what is now the
+    validation split) are listed but not ranked. Only when no group has it do
+    the groups rank by test ``mAP``."""
+    def on_val(g: Group) -> bool:
+        return bool(g.runs) and all(math.isfinite(r.val_map) for r in g.runs)
+
+    scored_on_val = any(g.eligible and on_val(g) for g in groups)
+    if scored_on_val:
+        groups = [g if not g.eligible or on_val(g) else replace(g, problem=NO_VAL) for g in groups]
     eligible = [g for g in groups if g.eligible]
-    scored_on_val = bool(eligible) and all(math.isfinite(r.val_map) for g in eligible for r in g.runs)
     ranked_by = "val_mAP" if scored_on_val else "mAP"
     eligible.sort(key=lambda g: (-_mean_or(g.interval(ranked_by), -math.inf), -g.n, -g.versions[0]))
     others = sorted((g for g in groups if not g.eligible),
