@@ -321,7 +321,7 @@ class ProbeConfig(_Section):
     raw_pixels_side: int = Field(8, ge=1, le=64)
     grid_stride_fraction: float = Field(1.0, gt=0, le=1, description="image features: grid step / patch side")
     max_images: int = Field(0, ge=0, description="per split, 0 = all")
-    svm_costs: tuple[float, ...] = Field((0.01, 0.1, 1.0, 10.0, 100.0), min_length=1)
+    svm_costs: tuple[float, ...] = Field((0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), min_length=1)
     cv_folds: int = Field(3, ge=2, le=10)
     knn_k: int = Field(20, ge=1)
     knn_temperature: float = Field(0.07, gt=0)
