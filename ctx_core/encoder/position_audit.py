@@ -20,6 +20,7 @@ paired between the two encoders.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,9 @@ import torch
 from ctx_core.encoder.artifact import EncoderContract
 from ctx_core.encoder.embed import Embedder
 from ctx_core.stats import Interval, bootstrap, bootstrap_indices
-from ctx_core.store.images import read_image
+from ctx_core.store.images import UnreadableImageError, read_image
+
+log = logging.getLogger(__name__)
 
 # the learned encoder is flagged when its ratio is this much below random-init's,
 # with the paired interval of the difference excluding 0
@@ -75,13 +78,18 @@ class AuditResult:
 
 
 def sample_patches(paths: Sequence[Path], patch: int, per_image: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """``per_image`` random ``patch``-px squares of each image (images smaller than a patch are skipped).
+    """``per_image`` random ``patch``-px squares of each image (images smaller than a patch, or that
+    cannot be read, are skipped and logged: an audit never stops a run).
 
     Returns float pixels (N, 3, patch, patch), normalised centres (N, 2) in [0, 1] and the image index (N,)."""
     rng = np.random.default_rng(seed)
     crops, centres, owner = [], [], []
     for k, path in enumerate(paths):
-        img = read_image(path)
+        try:
+            img = read_image(path)
+        except UnreadableImageError as exc:
+            log.warning("position audit skips %s", exc)
+            continue
         _, h, w = img.shape
         if h < patch or w < patch:
             continue

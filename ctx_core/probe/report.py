@@ -57,7 +57,9 @@ def probe_chart(scores: dict[str, dict[str, Interval]], path: Path, title: str) 
             value = 100 * ci.mean if math.isfinite(ci.mean) else 0.0
             ax.bar(x, value, color=plt.cm.tab10(x % 10), alpha=0.75)
             if ci.defined:
-                ax.errorbar(x, value, yerr=[[value - 100 * ci.low], [100 * ci.high - value]], color="black", capsize=4)
+                # a percentile-bootstrap interval need not contain the point estimate: clip the arms at 0
+                ax.errorbar(x, value, yerr=[[max(0.0, value - 100 * ci.low)], [max(0.0, 100 * ci.high - value)]],
+                            color="black", capsize=4)
             ax.text(x, (100 * ci.high if ci.defined else value) + 1, f"{value:.1f}", ha="center", fontsize=8)
         ax.set_xticks(range(len(names)), names, fontsize=8, rotation=15)
         ax.set_title(LABELS.get(p, p), fontsize=8)

@@ -37,6 +37,7 @@ from ctx_core.probe.protocols import knn_predict, logistic_predict, svm_voc07, w
 from ctx_core.probe.report import probe_chart, probe_table_csv, probe_table_markdown
 from ctx_core.registry import load_encoder_ref, weights_digest
 from ctx_core.stats import Interval, bootstrap_indices
+from ctx_core.store.images import UnreadableImageError, read_image
 from ctx_core.store.labelled import DatasetError, DetectionSplit, read_detection_split
 from ctx_core.tracking import stage_run, tracking_uri
 
@@ -111,6 +112,20 @@ def _splits(settings: Settings) -> tuple[DetectionSplit, DetectionSplit] | str:
     return train, test
 
 
+def _readable(split: DetectionSplit, notes: list[str]) -> DetectionSplit:
+    """``split`` without the images that cannot be decoded (each named in ``notes``): one bad
+    image does not stop the probes."""
+    keep = []
+    for rec in split.images:
+        try:
+            read_image(rec.path)
+        except UnreadableImageError as exc:
+            notes.append(f"skipped: {exc}")
+            continue
+        keep.append(rec)
+    return DetectionSplit(split.root, split.split, split.classes, tuple(keep), split.notes)
+
+
 def _check_sizes(split: DetectionSplit, contract: EncoderContract) -> None:
     small = [r for r in split.images if min(r.width, r.height) < contract.patch_size]
     if len(small) == len(split.images):
@@ -139,6 +154,8 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
     if isinstance(splits, str):
         return _skip(settings, splits, t0)
     train, test = splits
+    unreadable: list[str] = []
+    train, test = _readable(train, unreadable), _readable(test, unreadable)
     _check_sizes(train, contract)
     _check_sizes(test, contract)
     classes = [c for c in train.classes if c in set(train.present_classes) | set(test.present_classes)]
@@ -168,7 +185,7 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
     counts = np.stack([np.bincount(row, minlength=n_test) for row in idx]) if len(idx) else np.zeros((0, n_test))
     weights = np.vstack([np.ones((1, n_test)), counts])  # row 0: the test set itself
 
-    notes: list[str] = [*train.notes, *test.notes]
+    notes: list[str] = [*train.notes, *test.notes, *unreadable]
     per_resample: dict[str, dict[str, np.ndarray]] = {p: {} for p in PROTOCOLS}
     costs: dict[str, Any] = {}
     for e in embedders:

@@ -21,7 +21,7 @@ from tests.conftest import write_params
 pytestmark = pytest.mark.slow
 
 SMALL = {"steps": 4, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "warmup_steps": 1, "min_size": 96,
-         "max_size": 128, "amp": False, "device": "cpu"}
+         "max_size": 128, "amp": False, "device": "cpu", "train_split": "trainval", "val_split": None}
 
 # Tolerance on the per-step global loss (sum of the four Faster R-CNN losses,
 # ~1.5-3 here). Each image's forward pass is the same computation in both
@@ -44,7 +44,7 @@ def params(folder: Path, voc_root, encoder_file, **sections) -> Path:
 
 
 def curve(folder: Path) -> list[dict[str, float]]:
-    with open(folder / "reports/inits/context/curves.csv") as f:
+    with open(folder / "reports/inits/context/seeds/seed0/curves.csv") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
@@ -76,11 +76,12 @@ def test_two_processes_follow_the_one_process_loss_curve(voc_root, encoder_file,
 
     # only rank 0 reports, scores, writes and logs
     assert proc.stdout.count('"detector"') == 1
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])["runs"][0]
     assert summary["steps"] == 4 and summary["mAP"] >= 0
-    assert (tmp_path / "models/context/detector.pt").is_file()
-    assert json.loads((tmp_path / "reports/inits/context/metrics.json").read_text())["mAP"] == pytest.approx(summary["mAP"], abs=1e-4)
-    assert [p.name for p in sorted((tmp_path / "models/context/checkpoints").glob("*.pt"))] == \
+    assert (tmp_path / "models/context/seed0/detector.pt").is_file()
+    seed_metrics = tmp_path / "reports/inits/context/seeds/seed0/metrics.json"
+    assert json.loads(seed_metrics.read_text())["mAP"] == pytest.approx(summary["mAP"], abs=1e-4)
+    assert [p.name for p in sorted((tmp_path / "models/context/seed0/checkpoints").glob("*.pt"))] == \
         ["step-0000002.pt", "step-0000004.pt"]
     import mlflow
 
@@ -103,4 +104,4 @@ def test_two_processes_resume_where_they_stopped(voc_root, encoder_file, tmp_pat
     proc = subprocess.run([*TORCHRUN, "-m", "ctx_core.cli", "finetune", "--init", "context", "--params", str(p), "--resume"],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_curve(one_process[2:], curve(tmp_path))
+    assert_same_curve(one_process, curve(tmp_path))

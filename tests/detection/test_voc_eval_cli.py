@@ -62,8 +62,8 @@ def test_unknown_class_and_missing_files_are_errors(voc_root, tmp_path):
     (tmp_path / "comp4_det_test_unicorn.txt").write_text("000001 0.5 1 2 3 4\n")
     proc = ctx("voc-eval", "--root", str(voc_root), "--detections", str(tmp_path))
     assert proc.returncode == 2 and "unknown class name(s) unicorn" in proc.stderr and "classes of split 'test'" in proc.stderr
-    proc = ctx("voc-eval", "--root", str(voc_root), "--split", "val", "--detections", str(tmp_path))
-    assert proc.returncode == 2 and "has no split 'val'" in proc.stderr and "test, trainval, unlabeled" in proc.stderr
+    proc = ctx("voc-eval", "--root", str(voc_root), "--split", "holdout", "--detections", str(tmp_path))
+    assert proc.returncode == 2 and "has no split 'holdout'" in proc.stderr and "test, train, trainval, unlabeled, val" in proc.stderr
     proc = ctx("voc-eval", "--root", str(voc_root), "--split", "trainval", "--detections", str(tmp_path))
     assert proc.returncode == 2 and "no results file comp4_det_trainval_<class>.txt" in proc.stderr
 
@@ -102,7 +102,7 @@ def test_store_and_voc_root_read_the_same_split(voc_root, tmp_path):
     assert store.classes == voc.classes and [r.image_id for r in store.images] == [r.image_id for r in voc.images]
     for a, b in zip(store.images, voc.images):
         assert a.names == b.names and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.difficult, b.difficult)
-    with pytest.raises(DatasetError, match="has no image in split 'val'"):
-        read_detection_split(tmp_path / "store", "val")
+    with pytest.raises(DatasetError, match="has no image in split 'holdout'"):
+        read_detection_split(tmp_path / "store", "holdout")
     with pytest.raises(DatasetError, match="neither an ingest store"):
         read_detection_split(tmp_path / "p", "test")

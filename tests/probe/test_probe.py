@@ -20,6 +20,7 @@ from ctx_core.models.towers import build_tower
 from ctx_core.probe.features import grid_patches, square_box
 from ctx_core.probe.protocols import knn_predict, weighted_average_precision
 from ctx_core.probe.run import run_probe
+from ctx_core.store.layout import image_path, read_manifest
 from ctx_core.synth.run import run_synth
 from tests.conftest import write_params
 
@@ -126,6 +127,21 @@ def test_probe_without_labels_is_skipped_with_the_reason(labelled, tmp_path):
     result = run_probe(settings, progress=False)
     assert result.skipped and "no labelled images" in result.skipped
     assert json.loads(result.reports["metrics"].read_text()) == {"skipped": result.skipped}
+
+
+def test_a_cut_image_is_skipped_and_named_not_a_crash(labelled, tmp_path):
+    import shutil
+
+    tmp, store, encoder = labelled
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    manifest = read_manifest(copy)
+    victim = image_path(copy, sorted(manifest.loc[manifest["split"] == "test", "image_id"])[0])
+    victim.write_bytes(victim.read_bytes()[:200])
+    settings, _ = probe_settings(tmp_path, copy, encoder, bootstrap=20, audit_patches=0, baselines=["raw_pixels"])
+    result = run_probe(settings, progress=False)
+    assert result.skipped is None and result.train_images + result.test_images == 95
+    assert any(victim.name in n and n.startswith("skipped: ") for n in result.notes)
 
 
 def test_encoder_patches_larger_than_the_images_is_one_line(labelled, tmp_path):
