@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,6 +66,16 @@ class Interval:
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}mean": self.mean, f"{prefix}low": self.low, f"{prefix}high": self.high, f"{prefix}n": self.n}
+
+
+def json_finite(x: Any) -> Any:
+    """``x`` (dicts, lists, numbers) with every non-finite float replaced by None: JSON has no
+    NaN, and ``dvc metrics show`` reads these files."""
+    if isinstance(x, dict):
+        return {k: json_finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:

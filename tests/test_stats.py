@@ -60,3 +60,9 @@ def test_interval_overlap_and_zero():
     assert Interval(1, 0.5, 1.5, 3).overlaps(Interval(2, 1.4, 2.6, 3))
     assert not Interval(1, 0.5, 1.0, 3).overlaps(Interval(2, 1.4, 2.6, 3))
     assert not Interval(0.1, -0.2, 0.4, 3).excludes_zero
+
+
+def test_json_finite_replaces_nan_and_inf_everywhere():
+    from ctx_core.stats import json_finite
+
+    assert json_finite({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2}}) == {"a": None, "b": [1.0, None], "c": {"d": 2}}

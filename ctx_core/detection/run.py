@@ -28,7 +28,7 @@ from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
 from ctx_core.models.towers import Tower, build_tower
 from ctx_core.registry import load_encoder_ref, register_version, weights_digest
-from ctx_core.stats import Interval, paired_difference, t_interval
+from ctx_core.stats import Interval, json_finite, paired_difference, t_interval
 from ctx_core.tracking import tracking_uri
 
 INITS = ("context", "scratch", "context_rescaled", "scratch_rescaled")
@@ -165,7 +165,7 @@ def run_finetune(
     if not distributed.from_env().main:
         return FinetuneSummary(init, cfg.metric, runs, test, val, ap, None)
     metrics = init_reports(settings, init) / "metrics.json"
-    metrics.write_text(json.dumps(_finite({
+    metrics.write_text(json.dumps(json_finite({
         "init": init, "metric": cfg.metric, "seeds": list(seeds), "n": test.n,
         "mAP": test.mean, "mAP_low": test.low, "mAP_high": test.high,
         "val_mAP": val.mean, "val_mAP_low": val.low, "val_mAP_high": val.high,
@@ -178,13 +178,6 @@ def run_finetune(
     return FinetuneSummary(init, cfg.metric, runs, test, val, ap, metrics)
 
 
-def _finite(x: Any) -> Any:
-    """``x`` with every non-finite float replaced by None (JSON has no NaN; ``dvc metrics show`` reads it)."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 @dataclass(frozen=True)
@@ -333,7 +326,7 @@ def finetune_seed(
 def _write_reports(folder: Path, init: str, evaluation: EvalResult, history: list[dict[str, float]],
                    metrics: dict[str, Any]) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(json_finite(metrics), indent=2, sort_keys=True) + "\n")
     with open(folder / "curves.csv", "w") as f:
         f.write("step,loss,lr\n")
         for h in history:
@@ -434,6 +427,6 @@ def run_detection_table(settings: Settings) -> TableResult:
         **{f"{a}_minus_{b}_low": d.low for (a, b), d in differences.items()},
         **{f"{a}_minus_{b}_high": d.high for (a, b), d in differences.items()},
     }
-    (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2, sort_keys=True) + "\n")
+    (folder / "summary.json").write_text(json.dumps(json_finite(summary), indent=2, sort_keys=True) + "\n")
     return TableResult(folder / "ap_table.md", folder / "ap_table.csv", chart, folder / "summary.json", rows, intervals,
                        per_seed, differences, lines, classes, missing)

@@ -36,7 +36,7 @@ from ctx_core.probe.features import image_features, image_labels, object_crops, 
 from ctx_core.probe.protocols import knn_predict, logistic_predict, svm_voc07, weighted_average_precision
 from ctx_core.probe.report import probe_chart, probe_table_csv, probe_table_markdown
 from ctx_core.registry import load_encoder_ref, weights_digest
-from ctx_core.stats import Interval, bootstrap_indices
+from ctx_core.stats import Interval, bootstrap_indices, json_finite
 from ctx_core.store.images import UnreadableImageError, read_image
 from ctx_core.store.labelled import DatasetError, DetectionSplit, read_detection_split
 from ctx_core.tracking import stage_run, tracking_uri
@@ -245,7 +245,7 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
                "train_crops": int(len(train_crops.labels)), "test_crops": int(len(test_crops.labels)),
                "classes": len(classes), "bootstrap": cfg.bootstrap, "seconds": round(seconds, 1),
                "encoder_version": encoder_version, "notes": notes, **{k: v for k, v in costs.items()}}
-    (folder / "metrics.json").write_text(json.dumps(_finite(summary), indent=2, sort_keys=True) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(json_finite(summary), indent=2, sort_keys=True) + "\n")
     files = {
         "metrics": folder / "metrics.json",
         "table_md": folder / "probe_table.md",
@@ -280,9 +280,3 @@ def _metrics(scores: dict[str, dict[str, Interval]], differences: dict[str, dict
     return out
 
 
-def _finite(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x
