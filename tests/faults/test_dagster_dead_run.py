@@ -51,7 +51,7 @@ def _gpu_holders() -> set[str]:
         return {s.run_id for s in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots}
 
 
-def _wait_for(what: str, predicate, timeout: float, proc: subprocess.Popen | None = None):
+def _wait_for(what: str, predicate, timeout: float, proc: subprocess.Popen | None = None, poll: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -59,7 +59,7 @@ def _wait_for(what: str, predicate, timeout: float, proc: subprocess.Popen | Non
             return value
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what}: the process exited with {proc.returncode} first")
-        time.sleep(0.5)
+        time.sleep(poll)
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
@@ -82,14 +82,22 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def test_a_killed_run_gives_back_its_gpu_slot_and_a_waiting_run_stops_on_sigterm(instance_env, synth_root):
+def test_a_killed_run_gives_back_its_gpu_slot_and_a_waiting_run_stops_on_sigterm(instance_env, synth_root, tmp_path):
+    first_log = tmp_path / "first-run.log"
+    log = first_log.open("w")
     first = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "dagster_project.definitions",
          "--select", "pretrain", "--config-json", IN_PROCESS],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     waiting = None
     try:
-        (holder,) = _wait_for("the first run holds the gpu slot", _gpu_holders, 120, first)
+        try:
+            # read the instance only once the step runs: less SQLite contention with the run's own writes
+            _wait_for("the first run starts its step", lambda: "STEP_START" in first_log.read_text(), 120, first)
+            (holder,) = _wait_for("the first run holds the gpu slot", _gpu_holders, 60, first, poll=1.0)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{first_log.read_text()[-4000:]}") from None
 
         # A run waiting for a live run's slot stops on SIGTERM, within its grace time, holding nothing.
         waiting = subprocess.Popen(_materialize_script(grace=3), cwd=ROOT, stdout=subprocess.PIPE,
@@ -137,5 +145,6 @@ def test_a_killed_run_gives_back_its_gpu_slot_and_a_waiting_run_stops_on_sigterm
         assert (instance_env.parent / "models/context/encoder.pt").is_file()
     finally:
         _kill_group(first)
+        log.close()
         if waiting is not None:
             _kill_group(waiting)
