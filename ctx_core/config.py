@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -210,12 +210,25 @@ class FeaturesConfig(_Section):
         return self
 
 
+class DiscoveryTune(_Section):
+    """Values of discovery's thresholds tried on the ``val`` images; the grid is
+    every combination, and the discovery section's own value of each is always in it.
+    An empty list keeps that threshold fixed."""
+
+    max_residual: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    max_scale_ratio: tuple[Annotated[float, Field(ge=1)], ...] = ()
+    min_members: tuple[Annotated[int, Field(ge=1)], ...] = ()
+    merge_distance: tuple[Annotated[float, Field(ge=0, le=1)], ...] = ()
+
+
 class DiscoveryConfig(_Section):
     """``ctx discover``: objects found by matching constellations of 2x2 patches.
 
     ``max_residual`` is the RMS misfit of the matched centres after the
     least-squares scale+translation fit, as a share of the fitted square's side;
     ``max_scale_ratio`` bounds matched patch size over fitted query size (either way).
+    With ``tune``, these four are chosen on the ``val`` images by purity at
+    ``coverage_at`` (their values here break ties) and ``test`` is scored once.
     """
 
     out: str = Field("data/discovery", description="clusters tables; features are read from features.out")
@@ -231,6 +244,7 @@ class DiscoveryConfig(_Section):
     montage_members: int = Field(8, ge=1)
     query_block: int = Field(128, ge=1, description="constellations matched per pass over the shards")
     seed: int = Field(0, ge=0)
+    tune: DiscoveryTune | None = Field(None, description="thresholds tried on val; null or empty lists: fixed thresholds")
 
 
 class DetectionConfig(_Section):

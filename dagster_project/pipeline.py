@@ -146,9 +146,9 @@ def report_dvc_runs() -> int:
 HEADLINES = {
     "held_out_accuracy": "pretext accuracy (held out; chance_accuracy in the file)",
     "mAP": "detection mAP",
-    "learned.max_coverage": "discovery: max coverage (learned features)",
-    "learned.purity_coverage_area": "discovery: purity-coverage area (learned)",
-    "random_init.purity_coverage_area": "discovery: purity-coverage area (random init)",
+    "learned.max_coverage_test": "discovery: max coverage on test (learned features)",
+    "learned.purity_coverage_area_test": "discovery: purity-coverage area on test (learned)",
+    "random_init.purity_coverage_area_test": "discovery: purity-coverage area on test (random init)",
 }
 
 

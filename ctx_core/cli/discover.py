@@ -20,8 +20,10 @@ def cmd_discover(args: argparse.Namespace) -> int:
         return 0
     for name, m in result.metrics.items():
         if isinstance(m, dict):
+            chosen = ", ".join(f"{k.removeprefix('chosen_')} {v:g}" for k, v in m.items() if k.startswith("chosen_"))
             scored = {k: v for k, v in m.items() if k.startswith(("purity", "max_coverage"))}
-            print(f"{name}: {m['clusters']} clusters" + "".join(f", {k} {v}" for k, v in scored.items()))
+            print(f"{name}: {m['clusters']} clusters ({chosen})" + "".join(f", {k} {v}" for k, v in scored.items()))
+    print(f"tuning: {result.metrics['tuning']}")
     print(f"evaluation: {result.metrics['evaluation']}")
     print(f"clusters {result.tables['learned']}; montage {result.reports['clusters']}")
     return 0

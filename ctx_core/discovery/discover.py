@@ -5,7 +5,8 @@
    other image; an image's strength is the weakest of the four (all four must
    match well); keep the ``top_k`` strongest images.
 3. Geometric verification (``verify``): the four matches must form a square
-   of consistent size.
+   of consistent size. Its scores are computed once per candidate, so other
+   thresholds (``Thresholds``, tried by ``tune``) cost no new matching.
 4. Score a constellation by the sum of its verified images' strengths: the
    number of verified matches, weighted by how well they match.
 5. Merge near-duplicates: average-linkage hierarchical clustering on the
@@ -16,7 +17,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,48 @@ from scipy.spatial.distance import pdist
 from ctx_core.config import DiscoveryConfig
 from ctx_core.discovery.constellations import sample_constellations
 from ctx_core.discovery.schemas import COLUMNS, validate_clusters
-from ctx_core.discovery.verify import verify
+from ctx_core.discovery.verify import verification_scores
 from ctx_core.errors import UserError
 from ctx_core.knn import best_per_group
 from ctx_core.feature_store import BOX, FeatureSet
 
 # candidate rows per matrix product: (4 * query_block) x CHUNK_ROWS scores in memory
 CHUNK_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The settings applied after matching: verification (``max_residual``,
+    ``max_scale_ratio``) and clustering (``min_members``, ``merge_distance``).
+    Trying another value needs no new matching, so these are what tuning changes."""
+
+    max_residual: float
+    max_scale_ratio: float
+    min_members: int
+    merge_distance: float
+
+    @classmethod
+    def of(cls, cfg: DiscoveryConfig) -> "Thresholds":
+        return cls(**{name: getattr(cfg, name) for name in TUNABLE})
+
+
+TUNABLE = tuple(f.name for f in fields(Thresholds))
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Step 2 for C constellations: the ``k`` strongest other images of each,
+    before verification, with the scores verification compares (``verify``)."""
+
+    cons: np.ndarray  # (C, 4) global feature rows of the queries
+    rows: np.ndarray  # (C, k, 4) matched rows in each candidate image
+    images: np.ndarray  # (C, k) image codes
+    strengths: np.ndarray  # (C, k) weakest of the four correlations; -inf: no such image
+    residual: np.ndarray  # (C, k) RMS misfit / fitted square side
+    scale: np.ndarray  # (C, k) worst patch size ratio (>= 1)
+    positive: np.ndarray  # (C, k) bool: the fitted scale is > 0 and the image exists
+    query_images: np.ndarray  # (C,) image codes
+    n_images: int
 
 
 @dataclass(frozen=True)
@@ -53,17 +89,15 @@ def _union_box(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[..., :, :2].min(axis=-2), boxes[..., :, 2:].max(axis=-2)], axis=-1)
 
 
-def match_constellations(fs: FeatureSet, cons: np.ndarray, cfg: DiscoveryConfig) -> list[Candidate]:
-    """Steps 2-4 for constellations ``cons`` (C, 4) of ``fs``."""
+def match_constellations(fs: FeatureSet, cons: np.ndarray, cfg: DiscoveryConfig) -> Matches:
+    """Step 2 for constellations ``cons`` (C, 4) of ``fs``, and the verification scores of every candidate."""
     codes, ids = pd.factorize(fs.index["image_id"])
     groups = torch.as_tensor(codes)
     if len(ids) < 2:
         raise UserError(f"discovery needs at least 2 images with patches; the feature set {fs.folder} has {len(ids)}")
-    boxes = fs.index[BOX].to_numpy(np.float64)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     k = min(cfg.top_k, len(ids) - 1)
-    out = []
+    parts: dict[str, list[np.ndarray]] = {"rows": [np.zeros((0, k, 4), np.int64)], "images": [np.zeros((0, k), np.int64)],
+                                          "strengths": [np.zeros((0, k), np.float32)]}
     for start in range(0, len(cons), cfg.query_block):
         block = cons[start:start + cfg.query_block]
         b = len(block)
@@ -72,14 +106,23 @@ def match_constellations(fs: FeatureSet, cons: np.ndarray, cfg: DiscoveryConfig)
         strength = s.min(dim=1).values  # (B, G)
         strength[torch.arange(b), groups[block[:, 0]]] = float("-inf")
         top_s, top_g = strength.topk(k, dim=1)  # (B, k)
-        m_rows = r.gather(2, top_g[:, None, :].expand(b, 4, k)).permute(0, 2, 1).numpy()  # (B, k, 4)
-        ok = verify(centres[block][:, None], sizes[block][:, None], centres[m_rows], sizes[m_rows],
-                    cfg.max_residual, cfg.max_scale_ratio) & np.isfinite(top_s.numpy())
-        for i in range(b):
-            v = ok[i]
-            out.append(Candidate(start + i, block[i], float(top_s[i].numpy()[v].sum()), m_rows[i][v],
-                                 top_g[i].numpy()[v], top_s[i].numpy()[v]))
-    return out
+        parts["rows"].append(r.gather(2, top_g[:, None, :].expand(b, 4, k)).permute(0, 2, 1).numpy())  # (B, k, 4)
+        parts["images"].append(top_g.numpy())
+        parts["strengths"].append(top_s.numpy())
+    rows, images, strengths = (np.concatenate(parts[key]) for key in ("rows", "images", "strengths"))
+    boxes = fs.index[BOX].to_numpy(np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    positive, residual, scale = verification_scores(centres[cons][:, None], sizes[cons][:, None], centres[rows], sizes[rows])
+    return Matches(cons, rows, images, strengths, residual, scale, positive & np.isfinite(strengths),
+                   codes[cons[:, 0]], len(ids))
+
+
+def verified_candidates(matches: Matches, max_residual: float, max_scale_ratio: float) -> list[Candidate]:
+    """Steps 3-4: each constellation with the candidates that pass verification, scored."""
+    ok = matches.positive & (matches.residual <= max_residual) & (matches.scale <= max_scale_ratio)
+    return [Candidate(i, matches.cons[i], float(matches.strengths[i][v].sum()), matches.rows[i][v],
+                      matches.images[i][v], matches.strengths[i][v]) for i, v in enumerate(ok)]
 
 
 def merge_duplicates(cands: list[Candidate], query_images: np.ndarray, n_images: int, distance: float) -> list[Candidate]:
@@ -115,23 +158,33 @@ def clusters_table(fs: FeatureSet, kept: list[Candidate]) -> pd.DataFrame:
     return table
 
 
-def discover(fs: FeatureSet, cfg: DiscoveryConfig) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Clusters of ``fs`` (see module doc) and counts: constellations sampled,
-    with at least ``min_members`` verified matches, clusters after merging, seconds."""
+def match(fs: FeatureSet, cfg: DiscoveryConfig) -> Matches:
+    """Steps 1-2, the expensive part: ``cfg.constellations`` constellations and their candidate images."""
     if fs.meta.get("sampling") != "dense":
         raise UserError(f"feature set {fs.folder} was sampled at random; discovery needs features.sampling = dense")
-    t0 = time.perf_counter()
     step = max(1, round(1 / float(fs.meta["stride_fraction"])))
-    cons = sample_constellations(fs.index, step, cfg.constellations, cfg.seed)
-    cands = match_constellations(fs, cons, cfg)
-    strong = [c for c in cands if len(c.match_rows) >= cfg.min_members]
-    codes = pd.factorize(fs.index["image_id"])[0]
-    kept = merge_duplicates(strong, codes[[c.rows[0] for c in strong]], int(codes.max()) + 1, cfg.merge_distance)
+    return match_constellations(fs, sample_constellations(fs.index, step, cfg.constellations, cfg.seed), cfg)
+
+
+def cluster(fs: FeatureSet, matches: Matches, thresholds: Thresholds) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Steps 3-5 under ``thresholds``: the clusters table and counts (constellations
+    sampled, mean verified matches, constellations with at least ``min_members``, clusters)."""
+    cands = verified_candidates(matches, thresholds.max_residual, thresholds.max_scale_ratio)
+    strong = [c for c in cands if len(c.match_rows) >= thresholds.min_members]
+    kept = merge_duplicates(strong, matches.query_images[[c.number for c in strong]], matches.n_images,
+                            thresholds.merge_distance)
     stats = {
-        "constellations": len(cons),
+        "constellations": len(matches.cons),
         "verified_matches_mean": float(np.mean([len(c.match_rows) for c in cands])),
         "constellations_with_min_members": len(strong),
         "clusters": len(kept),
-        "seconds": time.perf_counter() - t0,
     }
     return clusters_table(fs, kept), stats
+
+
+def discover(fs: FeatureSet, cfg: DiscoveryConfig) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Clusters of ``fs`` under the thresholds of ``cfg`` (see module doc), with
+    ``cluster``'s counts and the seconds it took."""
+    t0 = time.perf_counter()
+    clusters, stats = cluster(fs, match(fs, cfg), Thresholds.of(cfg))
+    return clusters, {**stats, "seconds": time.perf_counter() - t0}

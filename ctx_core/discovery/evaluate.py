@@ -15,17 +15,21 @@ Definitions (the paper plots purity against coverage; it leaves "lies on" open):
 - The *area* under the curve is ``sum purity_n * (coverage_n - coverage_(n-1))``
   with coverage starting at 0: 1 would be perfectly pure clusters covering every object.
 
-Only images of the labelled splits (``trainval``, ``test``) are evaluated:
-unlabelled images have no boxes, so their members are left out, and their
-objects are not counted.
+One split is scored at a time (``evaluation_split``): ``val`` to choose the
+thresholds (``tune``), ``test`` once for the reported numbers. Members on
+images of other splits are left out and those images' objects not counted;
+clustering itself uses every image of the feature set, labelled or not.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-LABELLED_SPLITS = ("trainval", "test")
+from ctx_core.store.layout import split_mask
+
 CURVE_COLUMNS = ["rank", "cluster_id", "majority_class", "members", "pure_members", "cluster_purity", "purity", "coverage"]
 
 
@@ -51,22 +55,20 @@ def purity_coverage(clusters: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFra
     """
     members = clusters.sort_values(["rank", "role"], kind="stable").reset_index(drop=True)
     hits = member_hits(members, objects)
-    hits["cluster_id"] = members["cluster_id"].to_numpy()[hits["member"].to_numpy()]
-    touched: set[int] = set()
-    total = pure_total = 0
-    rows = []
-    for (rank, cid), group in members.groupby(["rank", "cluster_id"], sort=True):
-        h = hits[hits["cluster_id"] == cid]
-        per_class = h.drop_duplicates(["member", "class"])["class"].value_counts()
-        majority = min(per_class[per_class == per_class.max()].index) if len(per_class) else None
-        pure = int(h.loc[h["class"] == majority, "member"].nunique()) if majority else 0
-        total += len(group)
-        pure_total += pure
-        touched.update(h["instance"].tolist())
-        rows.append({"rank": rank, "cluster_id": cid, "majority_class": majority or "", "members": len(group),
-                     "pure_members": pure, "cluster_purity": pure / len(group), "purity": pure_total / total,
-                     "coverage": len(touched) / len(objects)})
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    hits["rank"] = members["rank"].to_numpy()[hits["member"].to_numpy()]
+    curve = members.groupby("rank", sort=True).agg(cluster_id=("cluster_id", "first"), members=("image_id", "size"))
+    # majority: the class most members lie on (a member counts once per class), ties to the first name
+    votes = hits.drop_duplicates(["member", "class"]).groupby(["rank", "class"]).size().rename("votes").reset_index()
+    majority = (votes.sort_values(["rank", "votes", "class"], ascending=[True, False, True])
+                .drop_duplicates("rank").set_index("rank")["class"])
+    on_majority = hits[hits["class"].to_numpy() == majority.reindex(hits["rank"]).to_numpy()]
+    curve["majority_class"] = majority.reindex(curve.index).fillna("")
+    curve["pure_members"] = on_majority.groupby("rank")["member"].nunique().reindex(curve.index, fill_value=0)
+    curve["cluster_purity"] = curve["pure_members"] / curve["members"]
+    curve["purity"] = curve["pure_members"].cumsum() / curve["members"].cumsum()
+    first_touch = hits.groupby("instance")["rank"].min().value_counts()
+    curve["coverage"] = first_touch.reindex(curve.index, fill_value=0).cumsum() / len(objects)
+    return curve.reset_index()[CURVE_COLUMNS].astype({"members": "int64", "pure_members": "int64"})
 
 
 def curve_area(curve: pd.DataFrame) -> float:
@@ -81,15 +83,49 @@ def purity_at(curve: pd.DataFrame, coverage: float) -> float | None:
     return None if reached.empty else float(reached["purity"].iloc[0])
 
 
-def evaluation_objects(manifest: pd.DataFrame, annotations: pd.DataFrame, image_ids: set[str]) -> tuple[set[str], pd.DataFrame, str | None]:
-    """Evaluated images (labelled and in ``image_ids``), their non-difficult
-    objects, and why evaluation is skipped (None when it runs)."""
-    labelled = set(manifest.loc[manifest["split"].isin(LABELLED_SPLITS), "image_id"]) & image_ids
-    if not labelled:
-        return labelled, annotations.iloc[:0], (
-            f"none of the {len(image_ids)} images is in a labelled split {list(LABELLED_SPLITS)}, so there are no boxes to score against")
-    objects = annotations[annotations["image_id"].isin(labelled) & ~annotations["difficult"]]
+def purity_key(coverage: float) -> str:
+    """The metric name of purity at ``coverage`` (e.g. ``purity_at_25pct_coverage``)."""
+    return f"purity_at_{round(coverage * 100)}pct_coverage"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One split's images among the clustered ones and their non-difficult
+    objects; ``skipped`` says why the split cannot be scored (None when it can)."""
+
+    split: str
+    images: frozenset[str]
+    objects: pd.DataFrame
+    skipped: str | None
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        return f"{self.split}: {len(self.images)} images, {len(self.objects)} non-difficult objects"
+
+    def score(self, clusters: pd.DataFrame, coverage_at: float) -> tuple[pd.DataFrame, dict[str, float | None]]:
+        """The curve of ``clusters`` on this split's images and its numbers: area,
+        purity at ``coverage_at`` (None: never reached), max coverage, the first scored cluster's purity."""
+        curve = purity_coverage(clusters[clusters["image_id"].isin(self.images)], self.objects)
+        return curve, {
+            "purity_coverage_area": round(curve_area(curve), 4),
+            purity_key(coverage_at): None if (p := purity_at(curve, coverage_at)) is None else round(p, 4),
+            "max_coverage": round(float(curve["coverage"].max()), 4) if len(curve) else 0.0,
+            "top_cluster_purity": round(float(curve["cluster_purity"].iloc[0]), 4) if len(curve) else None,
+        }
+
+
+def evaluation_split(manifest: pd.DataFrame, annotations: pd.DataFrame, image_ids: set[str], split: str) -> Evaluation:
+    """The images of ``split`` among ``image_ids`` and their non-difficult objects.
+
+    ``manifest``: columns ``image_id``, ``split`` and, for ``train``/``val`` derived
+    from ``trainval``, ``sha256`` (``layout.split_mask``)."""
+    images = frozenset(set(manifest.loc[split_mask(manifest, [split]), "image_id"]) & image_ids)
+    if not images:
+        return Evaluation(split, images, annotations.iloc[:0], (
+            f"none of the {len(image_ids)} images is in split {split!r}, so there are no boxes to score against"))
+    objects = annotations[annotations["image_id"].isin(images) & ~annotations["difficult"]]
     if objects.empty:
-        return labelled, objects, (
-            f"the {len(labelled)} labelled images have no non-difficult object boxes in annotations.parquet")
-    return labelled, objects.reset_index(drop=True), None
+        return Evaluation(split, images, objects, (
+            f"the {len(images)} images of split {split!r} have no non-difficult object boxes in annotations.parquet"))
+    return Evaluation(split, images, objects.reset_index(drop=True), None)

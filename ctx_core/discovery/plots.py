@@ -1,4 +1,4 @@
-"""Pictures of discovery: the top clusters' members, and purity-coverage curves."""
+"""Pictures of discovery: the top clusters' members, purity-coverage curves, the thresholds tried."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def clusters_montage(clusters: pd.DataFrame, store: Path, n_clusters: int, n_mem
 def curves_plot(
     curves: dict[str, pd.DataFrame], metrics: dict[str, Any], coverage_at: float, path: Path, note: str = "no clusters"
 ) -> Path:
-    """Purity over coverage, one line per feature set, area in the legend; ``note`` when there is no line."""
+    """Purity over coverage on the test images, one line per feature set, area in the legend; ``note`` when there is no line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,17 +40,54 @@ def curves_plot(
     for name, c in curves.items():
         if c.empty:
             continue
-        area = metrics[name].get("purity_coverage_area", 0.0)
+        area = metrics[name].get("purity_coverage_area_test", 0.0)
         ax.step([0.0, *c["coverage"]], [c["purity"].iloc[0], *c["purity"]], where="pre", label=f"{name} (area {area:.3f})")
     ax.axvline(coverage_at, color="grey", lw=0.8, ls=":")
+    ax.set_title("test images", fontsize=9)
     ax.set_xlabel("coverage (share of non-difficult objects touched)")
     ax.set_ylabel("purity (share of members on the majority class)")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="lower left", fontsize=8)
     else:
         ax.text(0.5, 0.5, note, ha="center", wrap=True, transform=ax.transAxes)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def tuning_plot(table: pd.DataFrame, varied: list[str], coverage_at: float, path: Path, note: str) -> Path:
+    """Val purity at ``coverage_at`` and val area of every setting tried, one line per
+    feature set, the chosen setting ringed; ``note`` when nothing was tuned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100, sharex=True)
+    for name, group in table.groupby("features", sort=False):
+        group = group.reset_index(drop=True)
+        for ax, column in zip(axes, ("val_purity_at_coverage", "val_area")):
+            line = ax.plot(group.index, group[column], marker="o", ms=3, label=name)[0]
+            chosen = group[group["chosen"]]
+            ax.plot(chosen.index, chosen[column], "o", ms=9, mfc="none", color=line.get_color())
+    labels = table.drop_duplicates(varied)[varied] if varied else table.iloc[:0]
+    titles = (f"val purity at {coverage_at:.0%} coverage (gap: not reached)", "val area under purity-coverage")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.set_xticks(range(len(labels)), ["\n".join(f"{v:g}" for v in row) for row in labels.itertuples(index=False)],
+                      fontsize=7)
+    if varied and not table.empty:
+        for ax in axes:
+            ax.set_xlabel(" / ".join(varied), fontsize=8)
+        axes[0].legend(fontsize=7, loc="lower right")
+        fig.suptitle("settings tried on the val images (ringed: chosen)", fontsize=9)
+    else:
+        axes[0].text(0.5, 0.5, note, ha="center", wrap=True, transform=axes[0].transAxes, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

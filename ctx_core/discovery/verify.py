@@ -34,6 +34,29 @@ def fit_scale_translation(q: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.
     return s, t, rms
 
 
+def verification_scores(
+    q_centres: np.ndarray, q_sizes: np.ndarray, m_centres: np.ndarray, m_sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What ``verify`` compares with its thresholds, so that several thresholds
+    can be tried on one set of candidates (shapes as in ``verify``).
+
+    Returns, each (...,): ``positive`` (the fitted scale is > 0), ``residual``
+    (RMS misfit / fitted square side; inf where not positive) and ``scale``
+    (the worst matched patch side over the fitted query patch side, as a ratio
+    >= 1 either way; inf where not positive).
+    """
+    s, _, rms = fit_scale_translation(q_centres, m_centres)
+    qc = np.broadcast_to(q_centres, m_centres.shape)
+    # a square of side L has its corners at L / sqrt(2) from its centre
+    side = np.sqrt(2.0 * ((qc - qc.mean(axis=-2, keepdims=True)) ** 2).sum(axis=-1).mean(axis=-1))
+    positive = s > 0
+    s_safe = np.where(positive, s, 1.0)
+    residual = np.where(positive, rms / (s_safe * np.maximum(side, 1e-12)), np.inf)
+    ratio = m_sizes / (s_safe[..., None] * np.broadcast_to(q_sizes, m_sizes.shape))
+    scale = np.where(positive, np.maximum(ratio, 1.0 / ratio).max(axis=-1), np.inf)
+    return positive, residual, scale
+
+
 def verify(
     q_centres: np.ndarray,
     q_sizes: np.ndarray,
@@ -48,13 +71,5 @@ def verify(
     (broadcast against the candidates), ``m_centres`` (..., 4, 2) and
     ``m_sizes`` (..., 4) for the matched patches; px.
     """
-    s, _, rms = fit_scale_translation(q_centres, m_centres)
-    qc = np.broadcast_to(q_centres, m_centres.shape)
-    # a square of side L has its corners at L / sqrt(2) from its centre
-    side = np.sqrt(2.0 * ((qc - qc.mean(axis=-2, keepdims=True)) ** 2).sum(axis=-1).mean(axis=-1))
-    positive = s > 0
-    s_safe = np.where(positive, s, 1.0)
-    residual_ok = rms <= max_residual * s_safe * np.maximum(side, 1e-12)
-    ratio = m_sizes / (s_safe[..., None] * np.broadcast_to(q_sizes, m_sizes.shape))
-    scale_ok = ((ratio <= max_scale_ratio) & (ratio >= 1.0 / max_scale_ratio)).all(axis=-1)
-    return positive & residual_ok & scale_ok
+    positive, residual, scale = verification_scores(q_centres, q_sizes, m_centres, m_sizes)
+    return positive & (residual <= max_residual) & (scale <= max_scale_ratio)

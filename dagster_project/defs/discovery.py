@@ -26,7 +26,8 @@ class ExtractRunConfig(LaunchpadConfig):
 
 
 class DiscoverRunConfig(LaunchpadConfig):
-    """Launchpad settings of ``discovery``; an empty field keeps the params file's value."""
+    """Launchpad settings of ``discovery``; an empty field keeps the params file's value.
+    The thresholds are the tie-break values when ``discovery.tune`` tries others on val."""
 
     constellations: int | None = param("discovery.constellations", "2x2 constellations sampled")
     max_residual: float | None = param("discovery.max_residual", "geometric verification: RMS misfit / square side")
@@ -70,7 +71,9 @@ def discover(context: dg.AssetExecutionContext, config: DiscoverRunConfig, mlflo
         "data_version": result.data_version,
         **numbers,
         "evaluation": result.metrics["evaluation"],
+        "tuning": result.metrics["tuning"],
         "clusters_montage": dg.MetadataValue.md(inline_png(result.reports["clusters"])),
         "purity_coverage": dg.MetadataValue.md(inline_png(result.reports["purity_coverage"])),
+        "tuning_on_val": dg.MetadataValue.md(inline_png(result.reports["tuning"])),
     }
     return finish(context, settings, "discover", result.mlflow_run_id, mlflow, dvc, metadata)

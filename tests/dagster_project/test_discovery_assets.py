@@ -24,11 +24,12 @@ def test_extract_and_discover_materialise_with_montages_and_numbers(tmp_path, st
     assert feats["images"].value == 12 and feats["patches"].value > 0
     assert "data:image/png;base64," in feats["neighbours"].value
     clusters = result.asset_materializations_for_node("discover")[0].metadata
-    assert "learned_clusters" in clusters and "learned_purity_coverage_area" in clusters
+    assert "learned_clusters" in clusters and "learned_purity_coverage_area_test" in clusters
     assert "data:image/png;base64," in clusters["clusters_montage"].value
+    assert "data:image/png;base64," in clusters["tuning_on_val"].value and "tuning" in clusters
     run = mlflow.MlflowClient(uri).get_run(clusters["mlflow_run_id"].value)
     assert run.data.tags["stage"] == "discover" and run.data.tags["dagster_run_id"] == result.run_id
-    assert "learned_purity_coverage_area" in run.data.metrics
+    assert "learned_purity_coverage_area_test" in run.data.metrics and "learned_chosen_max_residual" in run.data.metrics
 
 
 def test_launchpad_fields_are_empty_and_name_their_params_key():

@@ -18,8 +18,9 @@ def test_ctx_discover_writes_tables_curves_and_montage(extracted, capsys, tmp_pa
     validate_clusters(clusters)
     assert len(clusters) and clusters["rank"].min() == 1
     metrics = out["metrics"]
-    assert metrics["evaluation"].endswith("non-difficult objects")
-    assert {"purity_coverage_area", "purity_at_25pct_coverage", "max_coverage"} <= set(metrics["learned"])
+    assert metrics["evaluation"].startswith("test: ") and metrics["evaluation"].endswith("non-difficult objects")
+    assert {"purity_coverage_area_test", "purity_at_25pct_coverage_test", "max_coverage_test",
+            "chosen_max_residual", "chosen_min_members"} <= set(metrics["learned"])
     for name in ("learned", "random_init", "raw_pixels"):
         curve = pd.read_csv(out["reports"][f"purity_coverage_{name}"])
         # clusters with no member on a labelled image are not scored
@@ -35,7 +36,8 @@ def test_discovery_without_annotations_runs_and_says_why_evaluation_is_skipped(t
     run_extract(settings, progress=False)
     assert main(["discover", "--params", str(settings.source)]) == 0
     out = capsys.readouterr().out
-    assert "evaluation: skipped: none of the 12 images is in a labelled split" in out
+    assert "evaluation: skipped: none of the 12 images is in split 'test'" in out
+    assert "tuning: off, the params' thresholds are used (val skipped: none of the 12 images is in split 'val'" in out
     assert (tmp_path / "discovery" / "clusters.parquet").is_file()
 
 

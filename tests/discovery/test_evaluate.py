@@ -1,7 +1,11 @@
+import numpy as np
 import pandas as pd
 import pytest
 
-from ctx_core.discovery.evaluate import curve_area, evaluation_objects, member_hits, purity_at, purity_coverage
+from ctx_core.discovery.evaluate import (
+    CURVE_COLUMNS, curve_area, evaluation_split, member_hits, purity_at, purity_coverage,
+)
+from ctx_core.store.layout import in_val
 
 
 def objects() -> pd.DataFrame:
@@ -56,12 +60,64 @@ def test_a_cluster_on_nothing_is_wholly_impure():
     assert curve["coverage"].tolist() == [0.0]
 
 
-def test_evaluation_is_skipped_without_labelled_images_or_boxes():
-    manifest = pd.DataFrame({"image_id": ["a", "b"], "split": ["unlabeled", "unlabeled"]})
-    _, _, why = evaluation_objects(manifest, objects(), {"a", "b"})
-    assert "none of the 2 images is in a labelled split" in why
+def loop_purity_coverage(clusters: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
+    """The definitions of the module doc, cluster by cluster in plain Python."""
+    rows, touched, total, pure_total = [], set(), 0, 0
+    for rank in sorted(set(clusters["rank"])):
+        group = clusters[clusters["rank"] == rank]
+        on = [[(i, o["class"]) for i, o in objects.iterrows() if o["image_id"] == m.image_id
+               and o["xmin"] - 1 <= (m.x0 + m.x1) / 2 <= o["xmax"] and o["ymin"] - 1 <= (m.y0 + m.y1) / 2 <= o["ymax"]]
+              for m in group.itertuples()]
+        votes: dict[str, int] = {}
+        for member in on:
+            for cls in {c for _, c in member}:
+                votes[cls] = votes.get(cls, 0) + 1
+        majority = min(c for c in votes if votes[c] == max(votes.values())) if votes else ""
+        pure = sum(any(c == majority for _, c in member) for member in on)
+        touched |= {i for member in on for i, _ in member}
+        total += len(group)
+        pure_total += pure
+        rows.append([rank, group["cluster_id"].iloc[0], majority, len(group), pure, pure / len(group),
+                     pure_total / total, len(touched) / len(objects)])
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def test_purity_coverage_equals_a_plain_loop_on_random_clusters():
+    rng = np.random.default_rng(3)
+    images = [f"im{i}" for i in range(6)]
+    xy = rng.integers(0, 80, size=(30, 2))
+    objs = pd.DataFrame({"image_id": rng.choice(images, 30), "class": rng.choice(["cat", "dog", "cow"], 30),
+                         "xmin": xy[:, 0] + 1, "ymin": xy[:, 1] + 1, "xmax": xy[:, 0] + rng.integers(10, 40, 30),
+                         "ymax": xy[:, 1] + rng.integers(10, 40, 30), "difficult": False})
+    ranks = rng.integers(1, 15, size=120)
+    x0, y0 = rng.integers(0, 100, size=(2, 120))
+    clus = pd.DataFrame({"cluster_id": ranks * 10, "rank": ranks, "image_id": rng.choice(images, 120), "x0": x0,
+                         "y0": y0, "x1": x0 + 16, "y1": y0 + 16, "role": "match", "score": 1.0, "similarity": 0.5})
+    got = purity_coverage(clus, objs)
+    pd.testing.assert_frame_equal(got, loop_purity_coverage(clus, objs), check_dtype=False)
+    assert got["pure_members"].sum() > 0 and got["coverage"].iloc[-1] > 0.3
+
+
+def test_an_empty_clusters_table_gives_an_empty_curve():
+    curve = purity_coverage(clusters().iloc[:0], objects())
+    assert curve.empty and list(curve.columns) == CURVE_COLUMNS
+
+
+def test_each_split_is_scored_on_its_own_images_and_objects():
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "split": ["unlabeled", "unlabeled"], "sha256": ["0" * 64] * 2})
+    why = evaluation_split(manifest, objects(), {"a", "b"}, "test").skipped
+    assert "none of the 2 images is in split 'test'" in why
     manifest["split"] = "test"
-    _, _, why = evaluation_objects(manifest, objects().iloc[:0], {"a", "b"})
-    assert "no non-difficult object boxes" in why
-    labelled, objs, why = evaluation_objects(manifest, objects(), {"a"})
-    assert why is None and labelled == {"a"} and len(objs) == 2
+    assert "no non-difficult object boxes" in evaluation_split(manifest, objects().iloc[:0], {"a", "b"}, "test").skipped
+    test = evaluation_split(manifest, objects(), {"a"}, "test")
+    assert test.skipped is None and test.images == {"a"} and len(test.objects) == 2
+    assert test.describe() == "test: 1 images, 2 non-difficult objects"
+    # val is derived from trainval by content hash
+    val_hash, train_hash = "0" * 64, "f" * 64
+    assert in_val(val_hash) and not in_val(train_hash)
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "split": "trainval", "sha256": [val_hash, train_hash]})
+    val = evaluation_split(manifest, objects(), {"a", "b"}, "val")
+    assert val.images == {"a"} and set(val.objects["image_id"]) == {"a"}
+    _, numbers = val.score(clusters(), 0.25)
+    # only a's members and a's two objects count: cluster 1 keeps (50, 20) on a's cat and (145, 145) on nothing
+    assert numbers["purity_at_25pct_coverage"] == 0.5 and numbers["max_coverage"] == 1.0
