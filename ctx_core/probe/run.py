@@ -244,6 +244,7 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
     summary = {**metrics, "train_images": len(train.images), "test_images": n_test,
                "train_crops": int(len(train_crops.labels)), "test_crops": int(len(test_crops.labels)),
                "classes": len(classes), "bootstrap": cfg.bootstrap, "seconds": round(seconds, 1),
+               "unreadable_images": len(unreadable),
                "encoder_version": encoder_version, "notes": notes, **{k: v for k, v in costs.items()}}
     (folder / "metrics.json").write_text(json.dumps(json_finite(summary), indent=2, sort_keys=True) + "\n")
     files = {
@@ -260,7 +261,8 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
     tags = {"encoder_version": encoder_version, "data_version": data_version, **(extra_tags or {})}
     with stage_run(settings, "probe", tags) as run:
         run.log_params({**cfg.model_dump(mode="json"), **{f"encoder_{k}": v for k, v in contract.tags().items()},
-                        "train_images": len(train.images), "test_images": n_test, "classes": len(classes)})
+                        "train_images": len(train.images), "test_images": n_test, "classes": len(classes),
+                        "unreadable_images": len(unreadable)})
         run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         for path in files.values():
             run.log_artifact(path, "probe")

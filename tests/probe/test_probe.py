@@ -17,8 +17,11 @@ from ctx_core.config import load_params
 from ctx_core.encoder.artifact import EncoderContract, save_encoder
 from ctx_core.ingest.run import run_ingest
 from ctx_core.models.towers import build_tower
-from ctx_core.probe.features import grid_patches, square_box
-from ctx_core.probe.protocols import knn_predict, weighted_average_precision
+from ctx_core.encoder.embed import raw_pixel_embedder, tower_embedder
+from ctx_core.probe.features import grid_patches, image_features, square_box
+from ctx_core.probe.protocols import knn_predict, svm_voc07, weighted_average_precision
+from ctx_core.store.images import read_image
+from ctx_core.store.labelled import read_detection_split
 from ctx_core.probe.run import run_probe
 from ctx_core.store.layout import image_path, read_manifest
 from ctx_core.synth.run import run_synth
@@ -86,6 +89,37 @@ def probe_settings(tmp, store, encoder, **probe):
     return load_params(params), uri
 
 
+def test_image_features_batched_across_images_are_each_images_own_mean(labelled):
+    tmp, store, encoder = labelled
+    images = read_detection_split(store, "trainval").images[:7]
+    torch.manual_seed(0)
+    tower = build_tower("compact", 32)
+    contract = EncoderContract.of(tower, "projection", 50.0)
+    embedders = [tower_embedder("t", tower, "fc6", torch.device("cpu"), False), raw_pixel_embedder(4)]
+    ours = image_features(images, embedders, contract, 1.0, batch=40)  # several images per batch, split unevenly
+    tower.eval()
+    for k, rec in enumerate(images):
+        x = contract.preprocess(grid_patches(read_image(rec.path), 32, 1.0))
+        with torch.no_grad():
+            plain = tower(x).mean(0).numpy()
+        np.testing.assert_allclose(ours["t"][k], plain, rtol=1e-4, atol=1e-5)
+    assert ours["raw_pixels"].shape == (7, 48)
+
+
+def test_primal_and_dual_svms_agree():
+    """The primal solver (the default) minimises the dual solver's objective: same choices, near scores."""
+    rng = np.random.default_rng(2)
+    x, xt = rng.normal(size=(60, 8)), rng.normal(size=(40, 8))
+    w = rng.normal(size=8)
+    y = {"a": (x @ w + rng.normal(0, 1, 60) > 0).astype(int)}
+    yt = {"a": (xt @ w > 0).astype(int)}
+    primal = svm_voc07(x, y, xt, yt, (0.1, 1.0), folds=3, seed=0)
+    dual = svm_voc07(x, y, xt, yt, (0.1, 1.0), folds=3, seed=0, dual=True)
+    assert primal.costs == dual.costs
+    np.testing.assert_allclose(primal.scores["a"], dual.scores["a"], atol=1e-3)
+    assert average_precision_score(yt["a"], primal.scores["a"]) > 0.9
+
+
 def test_probe_scores_every_featuriser_with_intervals(labelled):
     tmp, store, encoder = labelled
     settings, uri = probe_settings(tmp, store, encoder)
@@ -142,6 +176,7 @@ def test_a_cut_image_is_skipped_and_named_not_a_crash(labelled, tmp_path):
     result = run_probe(settings, progress=False)
     assert result.skipped is None and result.train_images + result.test_images == 95
     assert any(victim.name in n and n.startswith("skipped: ") for n in result.notes)
+    assert json.loads(result.reports["metrics"].read_text())["unreadable_images"] == 1
 
 
 def test_encoder_patches_larger_than_the_images_is_one_line(labelled, tmp_path):
