@@ -30,10 +30,12 @@ def chance_threshold(pairs: int, chance: float = CHANCE) -> float:
 
 
 def encoder_problem(accuracy: float | None, pairs: int, chance: float | None = None) -> str | None:
-    """Why an encoder fails its gate, or None when it passes (``chance`` defaults to 1/8)."""
+    """Why an encoder fails its gate, or None when it passes. ``chance``: what guessing scores on the
+    task's held-out items (metrics.json's ``chance_accuracy``; 1/8, context's balanced labels, when
+    not known; 1/4 for rotation, 1/permutations for jigsaw, 1/(2N-1) for instance retrieval)."""
     if accuracy is None or not math.isfinite(accuracy):
         return "no finite held-out pretext accuracy"
-    chance = CHANCE if chance is None or not math.isfinite(chance) else max(chance, CHANCE)
+    chance = CHANCE if chance is None or not math.isfinite(chance) or chance <= 0 else chance
     threshold = chance_threshold(pairs, chance)
     if accuracy <= threshold:
         return (f"pretext accuracy {accuracy:.3f} is not above chance ({chance:.3f} + 2 SE = {threshold:.3f} "

@@ -118,6 +118,14 @@ class PretrainConfig(_Section):
     out: str = Field("models/context", description="encoder.pt and checkpoints/")
     reports: str = "reports/pretrain"
     registered_model: str = Field("ctx-encoder", min_length=1, description="MLflow registry name")
+    task: Literal["context", "rotation", "jigsaw", "instance"] = Field(
+        "context", description="the pretext task: context prediction (Doersch et al. 2015), rotation (Gidaris et al. "
+                               "2018), jigsaw (Noroozi & Favaro 2016) or instance discrimination (SimCLR); every task "
+                               "trains the same tower with the same tower passes per step (tower_passes)")
+    jigsaw_permutations: int = Field(100, ge=2, le=1000,
+                                     description="jigsaw: tile orders to predict, chosen greedily for maximal Hamming distance")
+    instance_temperature: float = Field(0.2, gt=0, le=10, description="instance: NT-Xent temperature")
+    instance_projection: int = Field(128, ge=8, description="instance: projection head output size")
     arch: Literal["compact", "paper", "resnet18"] = "compact"
     patch_size: int = Field(32, ge=8, le=512)
     gap: int = Field(16, ge=0, le=512)
@@ -165,6 +173,15 @@ class PretrainConfig(_Section):
     def grid_extent(self) -> int:
         """Smallest image side (px) that holds the 3x3 grid with its gaps and jitter."""
         return 3 * self.patch_size + 2 * self.gap + 2 * self.jitter
+
+    @property
+    def tower_passes(self) -> int:
+        """Patches the tower embeds per step: the budget every task gets. ``batch_size`` counts context
+        pairs; all 40 ordered pairs of a grid share its 9 patches (1,280 pairs: 32 grids, 288 passes)."""
+        if self.pairs == "random_neighbour":
+            return 2 * self.batch_size
+        per_grid = min(self.pairs_per_grid, 40)
+        return 9 * -(-self.batch_size // per_grid)
 
 
 class FeaturesConfig(_Section):

@@ -25,6 +25,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return 0  # under torchrun, rank 0 reports
     summary = {
         "encoder": str(result.encoder),
+        "task": result.task,
         "held_out_accuracy": result.held_out_accuracy,
         "val_accuracy": result.val_accuracy,
         "chance": result.chance_accuracy,
@@ -37,6 +38,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         "skipped_images": result.skipped_images,
         "steps": result.steps,
         "pairs_per_second": round(result.pairs_per_second, 1),
+        "tower_passes_per_second": round(result.tower_passes_per_second, 1),
         "data_version": result.data_version,
         "mlflow_run_id": result.mlflow_run_id,
         "registered_version": result.registered_version,
@@ -68,6 +70,9 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     cfg = settings.params.pretrain
+    if cfg.task != "context":
+        raise UserError(f"ctx pairs draws context prediction's patch pairs, but pretrain.task is {cfg.task!r}, "
+                        "which has none; use --set pretrain.task=context")
     path = Path(args.image)
     try:
         with Image.open(path) as im:
@@ -97,7 +102,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("pretrain", help="train the context-prediction encoder (pretrain)")
+    p = sub.add_parser("pretrain", help="train the encoder on pretrain.task (context prediction by default)")
     common_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in pretrain.out")
     p.add_argument("--steps", type=int, metavar="N", help="total training steps (pretrain.steps)")

@@ -39,16 +39,11 @@ import torch
 from PIL import Image
 
 from ctx_core.config import PretrainConfig
-from ctx_core.errors import UserError
 from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
 from ctx_core.pretext.grid import CENTRE_PAIRS, NEIGHBOUR_PAIRS, sample_grid
-from ctx_core.store.images import UnreadableImageError, read_image
+from ctx_core.pretext.images import ImageSource, NoUsableImages  # noqa: F401 - NoUsableImages: re-exported
 
 log = logging.getLogger(__name__)
-
-
-class NoUsableImages(UserError):
-    """No image is large enough for the patch grid (or none was given)."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +82,13 @@ class ImageList:
     skipped: int
 
 
-def usable_images(paths: Sequence[Path], cfg: PretrainConfig) -> ImageList:
-    """Keep the images whose both sides hold the patch grid; count the rest.
+def usable_images(paths: Sequence[Path], cfg: PretrainConfig, min_side: int | None = None) -> ImageList:
+    """Keep the images whose both sides are at least ``min_side`` px (default: the context task's
+    patch grid, ``cfg.grid_extent``); count the rest.
 
     Reads only image headers. Raises :class:`NoUsableImages` naming the sizes when none fits.
     """
+    need = cfg.grid_extent if min_side is None else min_side
     keep, sizes, skipped = [], [], 0
     largest = (0, 0)
     for p in paths:
@@ -101,7 +98,7 @@ def usable_images(paths: Sequence[Path], cfg: PretrainConfig) -> ImageList:
         except (OSError, ValueError):
             skipped += 1
             continue
-        if min(w, h) >= cfg.grid_extent:
+        if min(w, h) >= need:
             keep.append(Path(p))
             sizes.append((w, h))
         else:
@@ -109,11 +106,13 @@ def usable_images(paths: Sequence[Path], cfg: PretrainConfig) -> ImageList:
             largest = max(largest, (w, h), key=lambda s: min(s))
     if not keep:
         detail = f"; the largest is {largest[0]}x{largest[1]} px" if largest != (0, 0) else ""
-        raise NoUsableImages(
-            f"none of {len(paths)} images can hold the patch grid of {cfg.grid_extent} px "
-            f"(3 x patch_size {cfg.patch_size} + 2 x gap {cfg.gap} + 2 x jitter {cfg.jitter}){detail}; "
-            f"use smaller pretrain.patch_size/gap or larger images"
-        )
+        if need == cfg.grid_extent:
+            raise NoUsableImages(
+                f"none of {len(paths)} images can hold the patch grid of {cfg.grid_extent} px "
+                f"(3 x patch_size {cfg.patch_size} + 2 x gap {cfg.gap} + 2 x jitter {cfg.jitter}){detail}; "
+                f"use smaller pretrain.patch_size/gap or larger images")
+        raise NoUsableImages(f"none of {len(paths)} images has both sides of at least {need} px, which "
+                             f"pretrain.task {cfg.task!r} needs{detail}; use a smaller pretrain.patch_size or larger images")
     return ImageList(tuple(keep), tuple(sizes), skipped)
 
 
@@ -153,55 +152,20 @@ def cut_patches(img: torch.Tensor, corners: np.ndarray, patch: int) -> torch.Ten
     return torch.stack([img[:, y:y + patch, x:x + patch] for x, y in np.asarray(corners).tolist()])
 
 
-class PairSampler:
+class PairSampler(ImageSource):
     """Makes :class:`PairBatch` es from an :class:`ImageList` under a :class:`PretrainConfig`.
 
     ``batch_size`` (default ``cfg.batch_size``) is the global batch, over all ranks.
     """
 
     def __init__(self, images: ImageList, cfg: PretrainConfig, batch_size: int | None = None):
-        self.images = images
+        super().__init__(images, cfg.image_cache_mb)
         self.cfg = cfg
         self.batch_size = batch_size or cfg.batch_size
         self.per_grid = 1 if cfg.pairs == "random_neighbour" else min(cfg.pairs_per_grid, len(NEIGHBOUR_PAIRS))
-        self._cache: dict[int, torch.Tensor] = {}
-        self._cache_left = cfg.image_cache_mb * 2**20
-        self.unreadable: dict[int, str] = {}  # image index -> why it was skipped (this process)
-
-    def __getstate__(self) -> dict:
-        # a DataLoader worker gets the sampler without the decoded images: each fills its own
-        state = self.__dict__.copy()
-        state["_cache"], state["_cache_left"] = {}, self.cfg.image_cache_mb * 2**20
-        return state
-
-    def image(self, idx: int) -> torch.Tensor:
-        """Image ``idx`` decoded (uint8, 3 x H x W), kept while ``pretrain.image_cache_mb`` allows.
-
-        The first images decoded stay until the budget is spent (no eviction), so a
-        store that fits is decoded once per process and a larger one partly."""
-        img = self._cache.get(idx)
-        if img is None:
-            img = read_image(self.images.paths[idx])
-            if img.numel() <= self._cache_left:
-                self._cache[idx] = img
-                self._cache_left -= img.numel()
-        return img
 
     def _draw_image(self, rng: np.random.Generator) -> tuple[int, torch.Tensor]:
-        """A random image, decoded. An unreadable one (cut or corrupt since ingestion) is skipped,
-        logged once per process and counted in ``unreadable``, and another drawn: each draw takes
-        one number from ``rng`` either way, so every process and a resumed run make the same grids."""
-        n = len(self.images.paths)
-        while len(self.unreadable) < n:
-            idx = int(rng.integers(n))
-            if idx in self.unreadable:
-                continue
-            try:
-                return idx, self.image(idx)
-            except UnreadableImageError as exc:
-                self.unreadable[idx] = str(exc)
-                log.warning("pretraining skips %s", exc)
-        raise NoUsableImages(f"none of the {n} images can be decoded, e.g. {next(iter(self.unreadable.values()))}")
+        return self.draw(rng)
 
     def batch(self, step: int, seed: int | None = None, rank: int = 0, world: int = 1) -> PairBatch:
         """Pairs ``[rank B/world, (rank+1) B/world)`` of step ``step``'s global batch of ``B = batch_size``."""

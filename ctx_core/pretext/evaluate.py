@@ -37,21 +37,24 @@ def pretext_accuracy(
     return float(np.trace(confusion) / confusion.sum()), confusion
 
 
-def confusion_plot(confusion: np.ndarray, path: Path, title: str) -> Path:
+def confusion_plot(confusion: np.ndarray, path: Path, title: str, labels: Sequence[str] = LABEL_NAMES) -> Path:
+    """Row-normalised confusion (rows = true label) as a heat map; ``labels``: the K class names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    k = len(rows)
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(8), LABEL_NAMES)
-    ax.set_yticks(range(8), LABEL_NAMES)
-    ax.set_xlabel("predicted position of the second patch")
-    ax.set_ylabel("true position")
-    for i in range(8):
-        for j in range(8):
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    context = tuple(labels) == LABEL_NAMES
+    ax.set_xlabel("predicted position of the second patch" if context else "predicted")
+    ax.set_ylabel("true position" if context else "true")
+    for i in range(k):
+        for j in range(k):
             ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if rows[i, j] > 0.5 else "black")
     ax.set_title(title, fontsize=9)

@@ -1,4 +1,5 @@
-"""``run_pretrain``: train the context-prediction encoder, evaluate it, log and register it.
+"""``run_pretrain``: train the encoder on ``pretrain.task`` (context prediction by default; rotation,
+jigsaw, instance: :mod:`ctx_core.pretext.tasks`), evaluate it, log and register it.
 
 Before training, images whose content is in the test split are refused
 (``pretrain.allow_test_images``). The held-out images are halved into a pretext
@@ -17,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from ctx_core import distributed
-from ctx_core.checks import chance_accuracy
 from ctx_core.config import PretrainConfig, Settings
 from ctx_core.errors import UserError
 from ctx_core.fsutil import dvc_dir_hash
@@ -29,8 +28,9 @@ from ctx_core.encoder.embed import random_init_tower, tower_embedder
 from ctx_core.encoder.position_audit import AuditResult, audit_position
 from ctx_core.models.towers import Tower
 from ctx_core.pretext.chroma_diagnostic import chroma_diagnostic
-from ctx_core.pretext.data import ImageList, PairSampler, split_held_out, split_val_test, usable_images
-from ctx_core.pretext.evaluate import confusion_plot, curves_plot, pairs_montage, pretext_accuracy
+from ctx_core.pretext.data import ImageList, split_held_out, split_val_test, usable_images
+from ctx_core.pretext.evaluate import confusion_plot, curves_plot
+from ctx_core.pretext.tasks import get_task
 from ctx_core.pretext.train import distributed_from_env, pick_device, train
 from ctx_core.registry import ENCODER_FILE, register_version, weights_digest
 from ctx_core.store.layout import image_files, images_in_split
@@ -52,7 +52,7 @@ class PretrainResult:
     held_out_images: int
     skipped_images: int
     steps: int
-    pairs_per_second: float
+    pairs_per_second: float  # the task's items per second: pairs (context), crops, puzzles, images
     data_version: str
     reports: dict[str, Path]
     mlflow_run_id: str | None
@@ -66,6 +66,8 @@ class PretrainResult:
     test_images_pretrained: int = 0  # only with pretrain.allow_test_images
     notes: tuple[str, ...] = ()  # what was skipped, and why
     warnings: tuple[str, ...] = ()  # one line each, for the CLI and Dagster to show
+    task: str = "context"
+    tower_passes_per_second: float = 0.0
 
 
 
@@ -115,6 +117,7 @@ def run_pretrain(
     stop_after: int | None = None,
 ) -> PretrainResult:
     cfg = settings.params.pretrain
+    task = get_task(cfg.task)
     env = distributed_from_env()
     root = settings.path(cfg.input)
     paths = image_files(root, cfg.splits, "pretrain.input")
@@ -123,28 +126,30 @@ def run_pretrain(
                 "(pretrain.allow_test_images: true): scores on that split are not independent of this encoder"
                 ] if leaked else []
     notes: list[str] = []
-    usable = usable_images(paths, cfg)
+    usable = usable_images(paths, cfg, task.min_side(cfg))
     size_of = dict(zip(usable.paths, usable.sizes))
     train_paths, held_paths = split_held_out(usable.paths, cfg.held_out_fraction)
     val_paths, test_paths = split_val_test(held_paths)
     train_images = ImageList(tuple(train_paths), tuple(size_of[p] for p in train_paths), usable.skipped)
     held_images = ImageList(tuple(test_paths), tuple(size_of[p] for p in test_paths), 0)  # the pretext test set
     val_images = ImageList(tuple(val_paths), tuple(size_of[p] for p in val_paths), 0)
-    distributed.shard(cfg.batch_size, env, "pretrain.batch_size")  # fails before any run is opened
-    sampler = PairSampler(train_images, cfg)  # the global batch; each rank trains on its share
-    held_sampler = PairSampler(held_images, cfg, batch_size=min(256, cfg.batch_size))
-    val_sampler = PairSampler(val_images, cfg, batch_size=min(256, cfg.batch_size)) if val_paths else None
+    items = task.batch_items(cfg)
+    distributed.shard(items, env, "pretrain.batch_size")  # fails before any run is opened
+    sampler = task.sampler(train_images, cfg)  # the global batch; each rank trains on its share
+    held_sampler = task.sampler(held_images, cfg, batch_size=min(256, items))
+    val_sampler = task.sampler(val_images, cfg, batch_size=min(256, items)) if val_paths else None
     val_pairs = cfg.eval_pairs // 2 if val_sampler else 0
 
     out = settings.path(cfg.out)
     reports = settings.path(cfg.reports)
     data_version = dvc_dir_hash(root) if root.is_dir() else "unknown"
-    tags = {"data_version": data_version, **(extra_tags or {})}
+    tags = {"data_version": data_version, "task": cfg.task, **(extra_tags or {})}
     with distributed.stage_run_on_main(settings, "pretrain", tags, env) as run:
         run.log_params({**cfg.model_dump(mode="json"), "train_images": len(train_images.paths),
                         "held_out_images": len(held_paths), "val_images": len(val_paths),
                         "test_images": len(test_paths), "skipped_images": usable.skipped,
-                        "world_size": env.world})
+                        "world_size": env.world, "tower_passes_per_step": cfg.tower_passes,
+                        "batch_items": items})
         result = train(cfg, sampler, out / "checkpoints", resume=resume, progress=progress, stop_after=stop_after,
                        on_log=lambda step, m: run.log_metrics(m, step=step), run_id=run.run_id)
         run.link_resumed(result.resumed_from)
@@ -153,13 +158,14 @@ def run_pretrain(
                                   train_images.skipped, result.steps, result.pairs_per_second, data_version, {}, None, None)
         device = pick_device(cfg, env)
         amp = cfg.amp and device.type == "cuda"
-        val_accuracy, val_confusion = (pretext_accuracy(result.model, val_sampler, val_pairs, device, amp=amp)
-                                       if val_sampler else (float("nan"), np.zeros((8, 8), np.int64)))
+        val_score = task.evaluate(result.model, val_sampler, val_pairs, device, amp=amp) if val_sampler else None
+        val_accuracy = val_score.accuracy if val_score else float("nan")
         if not val_sampler:
             notes.append(f"no pretext validation images ({len(held_paths)} held out; raise pretrain.held_out_fraction)")
-        accuracy, confusion = pretext_accuracy(result.model, held_sampler, cfg.eval_pairs - val_pairs, device, amp=amp)
-        chance = chance_accuracy(confusion)  # the most frequent label's share: 0.15 with all 40 pairs of a grid
-        contract = EncoderContract.of(result.model.tower, cfg.chroma, cfg.patch_rms, task="context",
+        score = task.evaluate(result.model, held_sampler, cfg.eval_pairs - val_pairs, device, amp=amp)
+        accuracy, confusion = score.accuracy, score.confusion
+        chance = score.chance  # context: the most frequent label's share, 0.15 with all 40 pairs of a grid
+        contract = EncoderContract.of(result.model.tower, cfg.chroma, cfg.patch_rms, task=cfg.task,
                                       data_version=data_version, params_hash=params_hash(cfg))
         encoder = save_encoder(out / ENCODER_FILE, result.model.tower, contract,
                                meta={"held_out_accuracy": accuracy, "steps": result.steps})
@@ -173,17 +179,18 @@ def run_pretrain(
             "held_out_accuracy": accuracy,
             "chance_accuracy": chance,
             "val_accuracy": val_accuracy,
-            "val_eval_pairs": int(val_confusion.sum()),
+            "val_eval_pairs": val_score.items if val_score else 0,
             "val_images": len(val_paths),
             "test_images": len(test_paths),
             "test_images_pretrained": len(leaked),
             "final_loss": result.history[-1]["loss"] if result.history else float("nan"),
             "pairs_per_second": result.pairs_per_second,
+            "tower_passes_per_second": result.tower_passes_per_second,
             "train_images": len(train_images.paths),
             "held_out_images": len(held_paths),
             "skipped_images": usable.skipped,
             "steps": result.steps,
-            "eval_pairs": int(confusion.sum()),
+            "eval_pairs": score.items,
         }
         if audit is not None:
             metrics.update({**audit.metrics(), "position_audit_seconds": time.perf_counter() - started})
@@ -200,11 +207,15 @@ def run_pretrain(
         files = {
             "metrics": reports / "metrics.json",
             "curves_csv": reports / "curves.csv",
-            "confusion": confusion_plot(confusion, reports / "confusion.png",
-                                        f"pretext test accuracy {accuracy:.3f} ({confusion.sum()} pairs)"),
             "curves": curves_plot(result.history, accuracy, reports / "curves.png", chance),
-            "pairs": pairs_montage(held_sampler.batch(0, seed=cfg.seed + 7), held_images.paths, reports / "pairs.png"),
         }
+        if confusion is not None:
+            files["confusion"] = confusion_plot(confusion, reports / "confusion.png",
+                                                f"{cfg.task}: pretext test accuracy {accuracy:.3f} ({score.items} "
+                                                f"{task.unit})", score.labels)
+        montage = task.montage(held_sampler, held_images.paths, reports / "pairs.png", cfg.seed + 7)
+        if montage is not None:
+            files["pairs"] = montage
         run.log_metrics({k: v for k, v in metrics.items() if k != "pairs_per_second"})
         if result.last_checkpoint is not None:
             run.log_artifact(result.last_checkpoint, "checkpoints")
@@ -218,11 +229,11 @@ def run_pretrain(
             client = mlflow.MlflowClient(tracking_uri(settings))
             version = str(register_version(client, cfg.registered_model, run.run_id, "encoder", {
                 **contract.tags(), "held_out_accuracy": f"{accuracy:.4f}", "steps": result.steps,
-                "chance_accuracy": f"{chance:.4f}", "eval_pairs": int(confusion.sum()),
+                "chance_accuracy": f"{chance:.4f}", "eval_pairs": score.items,
                 "weights_sha256": weights_digest(encoder),
                 **({"val_accuracy": f"{val_accuracy:.4f}"} if val_sampler else {}),
                 **({f"position_ratio_{k}": f"{v.mean:.4f}" for k, v in audit.ratios.items()} if audit else {}),
-            }, description=f"{cfg.arch} tower, {cfg.chroma}, pretext test accuracy {accuracy:.3f}").version)
+            }, description=f"{cfg.arch} tower, {cfg.task} task, {cfg.chroma}, pretext test accuracy {accuracy:.3f}").version)
             run.set_tags({"registered_version": version})
     return PretrainResult(
         encoder=encoder, held_out_accuracy=accuracy, train_images=len(train_images.paths),
@@ -231,5 +242,6 @@ def run_pretrain(
         reports=files, mlflow_run_id=run.run_id, registered_version=version, chance_accuracy=chance,
         val_accuracy=val_accuracy, val_images=len(val_paths), test_images=len(test_paths),
         position_audit=audit.metrics() if audit else {}, position_warning=audit.warning() if audit else None,
-        test_images_pretrained=len(leaked), notes=tuple(notes), warnings=tuple(warnings),
+        test_images_pretrained=len(leaked), notes=tuple(notes), warnings=tuple(warnings), task=cfg.task,
+        tower_passes_per_second=result.tower_passes_per_second,
     )

@@ -1,6 +1,7 @@
-"""Context-prediction pretraining: the shared loop (:mod:`ctx_core.training`) with its step.
+"""Pretraining: the shared loop (:mod:`ctx_core.training`) with the task's step
+(:mod:`ctx_core.pretext.tasks`); context prediction's step is here.
 
-A step embeds a :class:`~ctx_core.pretext.data.PairBatch`'s patches, predicts
+A context step embeds a :class:`~ctx_core.pretext.data.PairBatch`'s patches, predicts
 each pair's relative position (8 classes) and takes the cross-entropy; the
 loop logs its mean ``loss`` and ``train_accuracy`` over the pairs.
 
@@ -24,8 +25,6 @@ import torch.nn.functional as F
 from ctx_core import distributed
 from ctx_core.config import PretrainConfig
 from ctx_core.distributed import Distributed
-from ctx_core.models.siamese import ContextPredictionNet
-from ctx_core.models.towers import build_tower
 from ctx_core.pretext.data import PairBatch, PairSampler, pair_loader
 from ctx_core.training import LoopResult, LoopSettings, Method, Schedule, StepSums, fit, milestone_steps
 
@@ -49,9 +48,11 @@ def schedule(cfg: PretrainConfig) -> Schedule:
                     milestones=milestone_steps((2 / 3, 8 / 9), cfg.warmup_steps, max(1, cfg.steps - cfg.warmup_steps)))
 
 
-def build_model(cfg: PretrainConfig) -> ContextPredictionNet:
-    torch.manual_seed(cfg.seed)
-    return ContextPredictionNet(build_tower(cfg.arch, cfg.patch_size))
+def build_model(cfg: PretrainConfig) -> torch.nn.Module:
+    """``cfg.task``'s network (its ``.tower`` and head), seeded by ``cfg.seed``."""
+    from ctx_core.pretext.tasks import get_task
+
+    return get_task(cfg.task).model(cfg)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -91,14 +92,15 @@ class ContextPrediction(Method):
 
 @dataclass
 class TrainResult(LoopResult):
-    """The loop's result and the pairs trained per second over all ranks."""
+    """The loop's result, the task's items (pairs for context) and the tower passes per second over all ranks."""
 
-    pairs_per_second: float = 0.0
+    pairs_per_second: float = 0.0  # the task's items per second (pairs, crops, puzzles, images)
+    tower_passes_per_second: float = 0.0
 
 
 def train(
     cfg: PretrainConfig,
-    sampler: PairSampler,
+    sampler,
     checkpoints: Path,
     resume: bool = False,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
@@ -106,10 +108,12 @@ def train(
     stop_after: int | None = None,
     run_id: str | None = None,
 ) -> TrainResult:
-    """Train for ``cfg.steps`` steps (from the newest checkpoint with ``resume``); see :func:`ctx_core.training.fit`.
-
-    ``sampler.batch_size`` is the global batch under ``torchrun``.
+    """Train ``cfg.task`` for ``cfg.steps`` steps (from the newest checkpoint with ``resume``); see
+    :func:`ctx_core.training.fit`. ``sampler``: the task's; its ``batch_size`` is the global batch under ``torchrun``.
     """
+    from ctx_core.pretext.tasks import get_task
+
+    task = get_task(cfg.task)
     env = distributed_from_env()
     device = pick_device(cfg, env)
     distributed.shard(sampler.batch_size, env, "pretrain.batch_size")
@@ -119,9 +123,11 @@ def train(
     model = model.to(device).to(memory_format=torch.channels_last)
     settings = LoopSettings("pretrain", schedule(cfg), cfg.log_every, cfg.checkpoint_every, RESUMABLE_CHANGES,
                             "lower pretrain.lr or turn off pretrain.amp", compile=cfg.compile)
-    method = ContextPrediction(sampler, cfg, env, device)
+    method = task.method(sampler, cfg, env, device)
     result = fit(model, build_optimizer(model, cfg), method, settings, checkpoints, cfg.model_dump(mode="json"),
                  env, device, resume=resume, on_log=on_log, progress=progress, stop_after=stop_after, desc="pretrain",
                  run_id=run_id)
-    rate = method.rates(result.steps - result.start_step, result.seconds)["pairs_per_second"]
-    return TrainResult(**vars(result), pairs_per_second=rate)
+    done = max(result.steps - result.start_step, 0)
+    per_second = done / max(result.seconds, 1e-9)
+    return TrainResult(**vars(result), pairs_per_second=per_second * sampler.batch_size,
+                       tower_passes_per_second=per_second * cfg.tower_passes)
