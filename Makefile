@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup pipeline test ui mlflow-ui bench detection-study
+.PHONY: setup pipeline test ui mlflow-ui bench detection-study task-study
 
 setup:
 	@VENV=$(VENV) scripts/ensure-venv.sh
@@ -17,6 +17,9 @@ pipeline: setup
 # The >= 3-seed detection study behind the README's headline table (~1 h on 2 cores).
 detection-study: setup
 	BIN=$(BIN) scripts/detection-study.sh
+
+task-study: setup
+	BIN=$(BIN) scripts/task-study.sh
 
 test: setup
 	$(BIN)/python -m pytest

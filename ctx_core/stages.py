@@ -91,7 +91,8 @@ STAGES: tuple[Stage, ...] = (
           commands=("detection_table", "detection-table")),
     Stage("compare", "ctx_core.compare:run_compare", "ctx_core.cli.compare",
           ("compare", "detection.registered_model", "pretrain.registered_model"), "detection",
-          "Every registered detector side by side; moves the champion alias"),
+          "Every registered detector side by side; moves the champion alias",
+          commands=("compare", "task_table", "task-table")),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

@@ -1,5 +1,6 @@
 """``ctx compare``: registered detector versions side by side and grouped over seeds;
-the champion alias moved; whether the champion's lead is beyond noise."""
+the champion alias moved; whether the champion's lead is beyond noise.
+``ctx task_table``: the pretext tasks side by side (``make task-study``)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       "data_version": r.data_version, "val_mAP": r.val_map, "mAP": r.mean_ap, "ap": r.ap,
                       "problem": r.problem}
                      for r in result.rows],
-            "encoders": [{"encoder_version": p.encoder, "run_id": p.run_id, "data_version": p.data_version,
+            "encoders": [{"encoder_version": p.encoder, "task": p.task, "run_id": p.run_id, "data_version": p.data_version,
                           **{k: x.as_dict() for k, x in p.scores.items()}} for p in result.encoders],
             "encoder_lead_beyond_noise": result.encoder_lead_beyond_noise,
             "encoder_sentence": result.encoder_sentence,
@@ -58,8 +59,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_task_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ctx_core.compare.tasks import TASKS, run_task_table
+
+    settings = settings_from_args(args)
+    tasks = args.tasks or list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        from ctx_core.errors import UserError
+
+        raise UserError(f"--tasks {' '.join(unknown)}: unknown; the tasks are {', '.join(TASKS)}")
+    rows, leads, files = run_task_table(settings.path(Path(args.root)), tasks)
+    if args.json:
+        print(files["summary"].read_text(), end="")
+    else:
+        print(files["table_md"].read_text(), end="")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, common_args: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("compare", help="compare registered detector versions; move the champion alias (registry)")
     common_args(p)
     p.add_argument("--no-alias", action="store_true", help="write the table only; leave the aliases where they are")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("task_table", aliases=["task-table"],
+                       help="the pretext tasks side by side: probe scores and detection mAP with intervals")
+    common_args(p)
+    p.add_argument("--root", default="reports/tasks", help="the task study's reports (<root>/<task>/...)")
+    p.add_argument("--tasks", nargs="*", metavar="TASK", help="tasks to show (default: all)")
+    p.set_defaults(func=cmd_task_table)

@@ -37,6 +37,7 @@ class EncoderProbe:
     run_id: str
     data_version: str
     scores: dict[str, Interval]      # metric -> point estimate with its bootstrap interval
+    task: str = "context"            # the pretext task that trained the encoder (its contract, as the probe logged it)
 
     @property
     def rank_score(self) -> Interval:
@@ -87,7 +88,8 @@ def read_probes(client, experiment: str, current: str | None, encoders: EncoderI
         label = encoders.label(tags.get("encoder_version", "?"))
         if label not in newest:
             newest[label] = EncoderProbe(label, run.info.run_id, tags.get("data_version", ""),
-                                         {name: _score(metrics, name) for name, _ in SCORES})
+                                         {name: _score(metrics, name) for name, _ in SCORES},
+                                         run.data.params.get("encoder_task", "context"))
     return sorted(newest.values(), key=lambda p: -p.rank_score.mean)
 
 

@@ -107,11 +107,11 @@ def encoders_markdown(encoders: EncoderRanking) -> list[str]:
              f"{encoders.sentence}. Informational: the encoder alias follows the detector champion.", ""]
     if not encoders.probes:
         return lines
-    lines += ["| encoder | data | " + " | ".join(h for _, h in SCORES) + " | probe run |",
-              "| --- | --- |" + " ---: |" * len(SCORES) + " --- |"]
+    lines += ["| encoder | task | data | " + " | ".join(h for _, h in SCORES) + " | probe run |",
+              "| --- | --- | --- |" + " ---: |" * len(SCORES) + " --- |"]
     for i, p in enumerate(encoders.probes):
         star = " ▲" if i == 0 and encoders.lead_beyond_noise else ""
-        lines.append("| " + " | ".join([f"{p.encoder}{star}", p.data_version[:12],
+        lines.append("| " + " | ".join([f"{p.encoder}{star}", p.task, p.data_version[:12],
                                          *(format_score(p.scores[m]) for m, _ in SCORES), p.run_id]) + " |")
     return lines + [""]
 

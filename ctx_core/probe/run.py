@@ -252,13 +252,21 @@ def run_probe(settings: Settings, extra_tags: dict[str, str] | None = None, prog
         "table_md": folder / "probe_table.md",
         "table_csv": folder / "probe_table.csv",
     }
+    # every score's value on the test set (row 0) and on each bootstrap resample: the resamples are a
+    # function of (test images, probe.bootstrap, probe.seed), so two encoders probed on the same store
+    # can be compared paired, resample by resample (ctx task_table)
+    files["per_resample"] = folder / "per_resample.npz"
+    with open(files["per_resample"], "wb") as f:
+        np.savez_compressed(f, test_images=np.array([r.path.name for r in test.images]),
+                            **{f"{p}__{n}": per_resample[p][n] for p in PROTOCOLS for n in names})
     files["table_md"].write_text(probe_table_markdown(scores, differences, n_test, int(len(test_crops.labels)),
                                                       cfg.test_split))
     files["table_csv"].write_text(probe_table_csv(scores))
     files["chart"] = probe_chart(scores, folder / "probe_chart.png",
                                  f"frozen-feature probes, 95 % bootstrap intervals over {n_test} test images")
 
-    tags = {"encoder_version": encoder_version, "data_version": data_version, **(extra_tags or {})}
+    tags = {"encoder_version": encoder_version, "encoder_task": contract.task, "data_version": data_version,
+            **(extra_tags or {})}
     with stage_run(settings, "probe", tags) as run:
         run.log_params({**cfg.model_dump(mode="json"), **{f"encoder_{k}": v for k, v in contract.tags().items()},
                         "train_images": len(train.images), "test_images": n_test, "classes": len(classes),
