@@ -81,7 +81,7 @@ def curves_plot(history: Sequence[dict[str, float]], held_out: float | None, pat
     ax2.plot(steps, [h["train_accuracy"] for h in history], label="train (running)")
     if held_out is not None:
         ax2.axhline(held_out, color="C1", ls="--", label=f"held-out {held_out:.3f}")
-    ax2.axhline(chance, color="grey", ls=":", label=f"chance {chance:.3f} (most frequent label)")
+    ax2.axhline(chance, color="grey", ls=":", label=f"chance {chance:.3f}")
     ax2.set_ylim(0, 1)
     ax2.set_xlabel("step")
     ax2.set_title("pretext accuracy")

@@ -213,9 +213,11 @@ def run_pretrain(
             files["confusion"] = confusion_plot(confusion, reports / "confusion.png",
                                                 f"{cfg.task}: pretext test accuracy {accuracy:.3f} ({score.items} "
                                                 f"{task.unit})", score.labels)
-        montage = task.montage(held_sampler, held_images.paths, reports / "pairs.png", cfg.seed + 7)
+        # context: the pairs it asks about; other tasks: their rotated crops, puzzles, view pairs
+        name = "pairs" if cfg.task == "context" else "examples"
+        montage = task.montage(held_sampler, held_images.paths, reports / f"{name}.png", cfg.seed + 7)
         if montage is not None:
-            files["pairs"] = montage
+            files[name] = montage
         run.log_metrics({k: v for k, v in metrics.items() if k != "pairs_per_second"})
         if result.last_checkpoint is not None:
             run.log_artifact(result.last_checkpoint, "checkpoints")

@@ -64,7 +64,7 @@ def pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, mlflo
         "registered_version": result.registered_version or "tracking off",
         "curves": dg.MetadataValue.md(inline_png(result.reports["curves"])),
         **{name: dg.MetadataValue.md(inline_png(result.reports[name]))
-           for name in ("confusion", "pairs") if name in result.reports},
+           for name in ("confusion", "pairs", "examples") if name in result.reports},
     }
     for warning in result.warnings:
         context.log.warning(warning)
