@@ -6,7 +6,7 @@ import dagster as dg
 from ctx_core.config import load_params
 from dagster_project.defs.discovery import ExtractRunConfig, Layer
 from dagster_project.defs.ingest import IngestRunConfig
-from dagster_project.defs.pretrain import Chroma, PretrainRunConfig
+from dagster_project.defs.pretrain import Chroma, PretrainRunConfig, Task
 from dagster_project.stage import asset_for_stage, launchpad, stage_settings
 from tests.conftest import ROOT
 
@@ -18,6 +18,10 @@ def test_a_field_set_to_the_params_files_value_is_passed_and_an_empty_field_adds
     assert launchpad(PretrainRunConfig()) == []
     assert launchpad(PretrainRunConfig(resume=True)) == []  # a run option, not a params key
     assert launchpad(PretrainRunConfig(overrides=["pretrain.seed=3"])) == ["pretrain.seed=3"]
+    # the pretext task is a dropdown of the four tasks, empty by default
+    assert PretrainRunConfig().task is None
+    assert sorted(Task.__members__) == ["context", "instance", "jigsaw", "rotation"]
+    assert stage_settings(launchpad(PretrainRunConfig(task=Task.rotation))).params.pretrain.task == "rotation"
     assert stage_settings(launchpad(PretrainRunConfig(steps=steps))).params.pretrain.steps == steps
 
 
