@@ -155,7 +155,8 @@ def _buffer(workspace: dict[str, torch.Tensor], name: str, shape: tuple[int, ...
     returns large blocks to the OS, and touching fresh pages made filling a new 16-image stack 7x slower."""
     numel = math.prod(shape)
     held = workspace.get(name)
-    if held is None or held.numel() < numel:
+    # a buffer made under torch.inference_mode (the held-out score) cannot be written outside it (the picture)
+    if held is None or held.numel() < numel or held.is_inference() != torch.is_inference_mode_enabled():
         held = workspace[name] = torch.empty(numel)
     return held[:numel].view(shape)
 
