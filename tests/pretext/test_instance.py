@@ -18,6 +18,7 @@ from ctx_core.pretext.instance import (TASK, InstanceSampler, global_nt_xent, hu
 from ctx_core.pretext.tasks import get_task
 from ctx_core.pretext.train import train
 from tests.conftest import free_port
+from tests.pretext.resume import assert_resumes_bitwise
 
 
 @pytest.fixture(autouse=True)
@@ -156,16 +157,7 @@ def test_learns_to_find_the_partner_view(synth_root, tmp_path):
 def test_resume_reproduces_the_uninterrupted_losses(synth_root, tmp_path):
     cfg = tiny_cfg()
     sampler = sampler_for(synth_root, cfg)
-    full = train(cfg, sampler, tmp_path / "full", progress=False)
-    killed = train(cfg, sampler, tmp_path / "resumed", progress=False, stop_after=8)  # checkpoint at 8
-    assert [h["step"] for h in killed.history][-1] == 8
-    resumed = train(cfg, sampler, tmp_path / "resumed", resume=True, progress=False)
-    tail_full = [h["loss"] for h in full.history if h["step"] > 8]
-    tail_resumed = [h["loss"] for h in resumed.history if h["step"] > 8]
-    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
-    assert len(tail_resumed) == 4 and tail_resumed == tail_full
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_resumes_bitwise(cfg, sampler, tmp_path)
 
 
 def test_an_unreadable_image_is_skipped(synth_root, tmp_path):

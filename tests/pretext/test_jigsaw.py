@@ -14,6 +14,7 @@ from ctx_core.pretext.jigsaw import TASK, JigsawSampler, min_hamming, permutatio
 from ctx_core.pretext.tasks import get_task
 from ctx_core.pretext.train import train
 from ctx_core.store.images import read_image
+from tests.pretext.resume import assert_resumes_bitwise
 
 
 def images(root: Path) -> list[Path]:
@@ -117,16 +118,7 @@ def test_learns_the_permutation_well_above_chance(synth_root, tmp_path):
 def test_resume_reproduces_the_uninterrupted_losses(synth_root, tmp_path):
     cfg = jigsaw_cfg(patch_size=16, gap=8)
     sampler = sampler_for(images(synth_root), cfg, 4)
-    full = train(cfg, sampler, tmp_path / "full", progress=False)
-    killed = train(cfg, sampler, tmp_path / "resumed", progress=False, stop_after=8)  # checkpoint at 8
-    assert [h["step"] for h in killed.history][-1] == 8
-    resumed = train(cfg, sampler, tmp_path / "resumed", resume=True, progress=False)
-    tail_full = [h["loss"] for h in full.history if h["step"] > 8]
-    tail_resumed = [h["loss"] for h in resumed.history if h["step"] > 8]
-    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
-    assert len(tail_resumed) == 4 and tail_resumed == tail_full
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_resumes_bitwise(cfg, sampler, tmp_path)
 
 
 def test_an_unreadable_image_is_skipped_not_a_crash(synth_root, tmp_path):

@@ -11,6 +11,7 @@ from ctx_core.pretext.data import PairSampler, pair_loader, usable_images
 from ctx_core.checkpoints import CheckpointError
 from ctx_core.pretext.train import schedule, train
 from ctx_core.training import NonFiniteLoss, lr_factor
+from tests.pretext.resume import assert_resumes_bitwise
 
 
 def images(root: Path):
@@ -37,16 +38,7 @@ def test_loss_goes_down_on_a_tiny_set(synth_root, tmp_path):
 def test_resume_reproduces_the_uninterrupted_losses(synth_root, tmp_path):
     cfg = tiny_cfg()
     sampler = PairSampler(usable_images(images(synth_root), cfg), cfg)
-    full = train(cfg, sampler, tmp_path / "full", progress=False)
-    killed = train(cfg, sampler, tmp_path / "resumed", progress=False, stop_after=8)  # checkpoint at 8
-    assert [h["step"] for h in killed.history][-1] == 8
-    resumed = train(cfg, sampler, tmp_path / "resumed", resume=True, progress=False)
-    tail_full = [h["loss"] for h in full.history if h["step"] > 8]
-    tail_resumed = [h["loss"] for h in resumed.history if h["step"] > 8]
-    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]  # the curve from step 1
-    assert len(tail_resumed) == 4 and tail_resumed == tail_full
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_resumes_bitwise(cfg, sampler, tmp_path)
     # only the newest checkpoints are kept
     assert [p.name for p in sorted((tmp_path / "resumed").glob("*.pt"))] == ["step-0000008.pt", "step-0000012.pt"]
 
