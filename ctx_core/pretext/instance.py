@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,16 +46,15 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torchvision.ops import roi_align
 
-from ctx_core import distributed
 from ctx_core.config import PretrainConfig
 from ctx_core.distributed import Distributed
 from ctx_core.encoder.preprocess import grayscale, test_time
 from ctx_core.models.towers import Tower, build_tower
-from ctx_core.pretext.data import ImageList, pair_loader
+from ctx_core.pretext.data import ImageList
 from ctx_core.pretext.evaluate import EVAL_SEED_OFFSET
 from ctx_core.pretext.images import ImageSource
-from ctx_core.pretext.tasks import HeldOutScore, PretextTask
-from ctx_core.training import Method, StepSums
+from ctx_core.pretext.tasks import HeldOutScore, PretextTask, SamplerMethod
+from ctx_core.training import StepSums
 
 CROP_SCALE = (0.08, 1.0)  # share of the image's area a view covers (SimCLR, from Inception's crops)
 CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio, width / height
@@ -357,20 +356,15 @@ def global_nt_xent(z: torch.Tensor, temperature: float, env: Distributed) -> tup
     return _nt_xent_rows(z, views, temperature, env.rank * len(z))
 
 
-class InstanceDiscrimination(Method):
+class InstanceDiscrimination(SamplerMethod):
     """NT-Xent over the global batch's views; ``train_accuracy``: share of views whose most similar
     other view is their partner."""
 
-    postfix = (("loss", "loss"), ("acc", "train_accuracy"))
+    rate_unit = "images"
 
     def __init__(self, sampler: InstanceSampler, cfg: PretrainConfig, env: Distributed, device: torch.device):
-        self.sampler, self.workers, self.env, self.device = sampler, cfg.workers, env, device
+        super().__init__(sampler, cfg, env, device)
         self.temperature = cfg.instance_temperature
-        self.amp = distributed.bf16_autocast(cfg.amp, device)
-
-    def batches(self, start: int, stop: int) -> Iterable[tuple[int, InstanceBatch]]:
-        for batch in pair_loader(self.sampler, start, stop, self.workers, rank=self.env.rank, world=self.env.world):
-            yield batch.step, batch
 
     def step(self, net: nn.Module, step: int, batch: InstanceBatch) -> StepSums:
         views = batch.patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -379,9 +373,6 @@ class InstanceDiscrimination(Method):
         loss, correct = global_nt_xent(z.float(), self.temperature, self.env)
         loss.backward()
         return StepSums({"loss": loss.item() * len(views), "train_accuracy": float(correct)}, len(views))
-
-    def rates(self, steps: int, seconds: float) -> dict[str, float]:
-        return {"images_per_second": steps * self.sampler.batch_size / max(seconds, 1e-9)}
 
 
 @torch.inference_mode()

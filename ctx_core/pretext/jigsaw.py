@@ -23,25 +23,22 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from ctx_core import distributed
 from ctx_core.config import PretrainConfig
 from ctx_core.distributed import Distributed
 from ctx_core.models.towers import Tower, build_tower
 from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
-from ctx_core.pretext.data import ImageList, cut_patches, pair_loader
+from ctx_core.pretext.data import ImageList, cut_patches
 from ctx_core.pretext.evaluate import EVAL_SEED_OFFSET
 from ctx_core.pretext.grid import sample_grid
 from ctx_core.pretext.images import ImageSource
-from ctx_core.pretext.tasks import HeldOutScore, PretextTask
-from ctx_core.training import Method, StepSums
+from ctx_core.pretext.tasks import HeldOutScore, PretextTask, PatchClassification
 
 TILES = 9
 # the permutation set's own stream of ``seed`` (a spawn key, so it never equals a puzzle's [seed, step, i])
@@ -185,31 +182,13 @@ class JigsawNet(nn.Module):
         return self.head(feats.reshape(-1, TILES * feats.shape[1]))
 
 
-class JigsawMethod(Method):
+class JigsawMethod(PatchClassification):
     """Cross-entropy over the permutation index on this rank's puzzles of each global batch."""
 
-    postfix = (("loss", "loss"), ("acc", "train_accuracy"))
-
-    def __init__(self, sampler: JigsawSampler, cfg: PretrainConfig, env: Distributed, device: torch.device):
-        self.sampler, self.workers, self.env, self.device = sampler, cfg.workers, env, device
-        self.amp = distributed.bf16_autocast(cfg.amp, device)
-
-    def batches(self, start: int, stop: int) -> Iterable[tuple[int, PuzzleBatch]]:
-        for batch in pair_loader(self.sampler, start, stop, self.workers, rank=self.env.rank, world=self.env.world):
-            yield batch.step, batch
-
-    def step(self, net: nn.Module, step: int, batch: PuzzleBatch) -> StepSums:
-        tiles = batch.patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        labels = batch.labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = net(tiles)
-            loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
-        correct = float((logits.argmax(1) == labels).sum())
-        return StepSums({"loss": loss.item() * len(labels), "train_accuracy": correct}, len(labels))
+    rate_unit = "puzzles"
 
     def rates(self, steps: int, seconds: float) -> dict[str, float]:
-        puzzles = steps * self.sampler.batch_size / max(seconds, 1e-9)
+        puzzles = super().rates(steps, seconds)["puzzles_per_second"]
         return {"puzzles_per_second": puzzles, "tower_passes_per_second": TILES * puzzles}
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,16 +32,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from ctx_core import distributed
 from ctx_core.config import PretrainConfig
 from ctx_core.distributed import Distributed
 from ctx_core.models.towers import Tower, build_tower
 from ctx_core.pretext.augment import AugmentDraws, apply_augmentation, draw_augmentation_numpy
-from ctx_core.pretext.data import ImageList, cut_patches, pair_loader
+from ctx_core.pretext.data import ImageList, cut_patches
 from ctx_core.pretext.evaluate import EVAL_SEED_OFFSET
 from ctx_core.pretext.images import ImageSource
-from ctx_core.pretext.tasks import HeldOutScore, PretextTask
-from ctx_core.training import Method, StepSums
+from ctx_core.pretext.tasks import HeldOutScore, PretextTask, PatchClassification
 
 ROTATIONS = 4
 LABEL_NAMES = ("0°", "90°", "180°", "270°")  # counter-clockwise
@@ -143,32 +141,10 @@ class RotationNet(nn.Module):
         return self.head(self.tower(patches))
 
 
-class RotationMethod(Method):
+class RotationMethod(PatchClassification):
     """Cross-entropy of the 4 rotations on this rank's crops of each global batch."""
 
-    postfix = (("loss", "loss"), ("acc", "train_accuracy"))
-
-    def __init__(self, sampler: RotationSampler, cfg: PretrainConfig, env: Distributed, device: torch.device):
-        self.sampler, self.workers, self.env, self.device = sampler, cfg.workers, env, device
-        self.amp = distributed.bf16_autocast(cfg.amp, device)
-
-    def batches(self, start: int, stop: int) -> Iterable[tuple[int, RotationBatch]]:
-        for batch in pair_loader(self.sampler, start, stop, self.workers, rank=self.env.rank, world=self.env.world):
-            yield batch.step, batch
-
-    def step(self, net: nn.Module, step: int, batch: RotationBatch) -> StepSums:
-        # channels_last: cuDNN's and oneDNN's fast layout, as the context step
-        patches = batch.patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        labels = batch.labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = net(patches)
-            loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
-        correct = float((logits.argmax(1) == labels).sum())
-        return StepSums({"loss": loss.item() * len(labels), "train_accuracy": correct}, len(labels))
-
-    def rates(self, steps: int, seconds: float) -> dict[str, float]:
-        return {"crops_per_second": steps * self.sampler.batch_size / max(seconds, 1e-9)}
+    rate_unit = "crops"
 
 
 @torch.inference_mode()

@@ -27,16 +27,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ctx_core import distributed
 from ctx_core.config import PretrainConfig
 from ctx_core.distributed import Distributed
 from ctx_core.errors import UserError
-from ctx_core.training import Method
+from ctx_core.pretext.data import pair_loader
+from ctx_core.training import Method, StepSums
 
 TASKS = ("context", "rotation", "jigsaw", "instance")  # as PretrainConfig.task
 
@@ -60,6 +63,41 @@ class HeldOutScore:
     items: int
     confusion: np.ndarray | None = None
     labels: tuple[str, ...] = ()
+
+
+class SamplerMethod(Method):
+    """What every task's training step shares: this rank's share of the sampler's batches, in step
+    order (DataLoader workers: ``cfg.workers``), bf16 autocast only where it is native, and the
+    task's items per second (``<rate_unit>_per_second``)."""
+
+    postfix = (("loss", "loss"), ("acc", "train_accuracy"))
+    rate_unit = "items"
+
+    def __init__(self, sampler: Any, cfg: PretrainConfig, env: Distributed, device: torch.device):
+        self.sampler, self.workers, self.env, self.device = sampler, cfg.workers, env, device
+        self.amp = distributed.bf16_autocast(cfg.amp, device)
+
+    def batches(self, start: int, stop: int) -> Iterable[tuple[int, Any]]:
+        for batch in pair_loader(self.sampler, start, stop, self.workers, rank=self.env.rank, world=self.env.world):
+            yield batch.step, batch
+
+    def rates(self, steps: int, seconds: float) -> dict[str, float]:
+        return {f"{self.rate_unit}_per_second": steps * self.sampler.batch_size / max(seconds, 1e-9)}
+
+
+class PatchClassification(SamplerMethod):
+    """Cross-entropy of ``net(batch.patches)`` against ``batch.labels`` (rotation, jigsaw)."""
+
+    def step(self, net: nn.Module, step: int, batch: Any) -> StepSums:
+        # channels_last: cuDNN's and oneDNN's fast layout, as the context step
+        patches = batch.patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = batch.labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = net(patches)
+            loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        correct = float((logits.argmax(1) == labels).sum())
+        return StepSums({"loss": loss.item() * len(labels), "train_accuracy": correct}, len(labels))
 
 
 class PretextTask(ABC):

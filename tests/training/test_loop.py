@@ -221,13 +221,14 @@ def test_a_non_finite_loss_names_the_step_and_lr(tmp_path):
 # ---------------------------------------------------------------- both trainers stop with it
 
 def test_pretraining_stops_with_non_finite_loss(synth_root, tmp_path, monkeypatch):
+    from ctx_core.pretext import tasks as pretext_tasks  # where every task's training step gets its batches
     from ctx_core.pretext import train as pretext_train
     from ctx_core.pretext.data import PairSampler, usable_images
 
     cfg = PretrainConfig(batch_size=16, steps=12, warmup_steps=2, checkpoint_every=100, log_every=1, workers=0,
                          amp=False, pairs_per_grid=8, eval_pairs=64)
     sampler = PairSampler(usable_images(sorted((synth_root / "JPEGImages").glob("*.jpg")), cfg), cfg)
-    real_loader = pretext_train.pair_loader
+    real_loader = pretext_tasks.pair_loader
 
     def poisoned(*args, **kw):  # a NaN pixel in step 3's patches: the real model, loss and reduction see it
         for batch in real_loader(*args, **kw):
@@ -235,7 +236,7 @@ def test_pretraining_stops_with_non_finite_loss(synth_root, tmp_path, monkeypatc
                 batch.patches[0, 0, 0, 0] = float("nan")
             yield batch
 
-    monkeypatch.setattr(pretext_train, "pair_loader", poisoned)
+    monkeypatch.setattr(pretext_tasks, "pair_loader", poisoned)
     lr = cfg.lr * lr_factor(3, pretext_train.schedule(cfg))
     with pytest.raises(NonFiniteLoss, match=rf"^training stopped at step 3: the loss is nan \(lr {lr:.3g}\); "
                                             r"lower pretrain.lr or turn off pretrain.amp$"):
