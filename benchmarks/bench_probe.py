@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -32,15 +31,10 @@ from ctx_core.probe.protocols import knn_predict, logistic_predict, svm_voc07, w
 from ctx_core.registry import load_encoder_ref
 from ctx_core.stats import bootstrap_indices
 from ctx_core.store.labelled import read_detection_split
+from cpu import cpu_model  # benchmarks/cpu.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:

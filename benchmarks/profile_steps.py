@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import time
 from pathlib import Path
 
@@ -27,15 +26,10 @@ from ctx_core.distributed import cpu_has_native_bf16
 from ctx_core.pretext.data import usable_images
 from ctx_core.pretext.tasks import get_task
 from ctx_core.pretext.train import build_optimizer
+from cpu import cpu_model  # benchmarks/cpu.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 class Phases:
