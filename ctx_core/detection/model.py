@@ -30,6 +30,7 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScale
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ctx_core.config import DetectionConfig
+from ctx_core.detection.roi_pool import SingleLevelRoIAlign
 from ctx_core.models.towers import Tower
 from ctx_core.encoder.preprocess import colour_matrix
 
@@ -150,7 +151,10 @@ def build_detector(tower: Tower, cfg: DetectionConfig, num_classes: int, image_m
     else:
         sizes, levels = (tuple(cfg.anchor_sizes),), ["0"]
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(cfg.aspect_ratios),) * len(sizes))
-    roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=cfg.roi_size, sampling_ratio=2)
+    if cfg.fpn:
+        roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=cfg.roi_size, sampling_ratio=2)
+    else:  # torchvision's numbers, with a vectorised CPU backward (issue 17)
+        roi_pool = SingleLevelRoIAlign(levels[0], output_size=cfg.roi_size, sampling_ratio=2)
     return FasterRCNN(
         backbone,
         num_classes=None,
