@@ -20,6 +20,7 @@ import subprocess
 import dagster as dg
 import mlflow
 import pytest
+import torch
 import yaml
 
 from ctx_core.cli.main import IMPORT_LOG
@@ -161,6 +162,13 @@ def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, 
     shown = json.dumps(json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env)))
     assert '"discovery.top_k": 4' in shown.replace('"top_k": 4', '"discovery.top_k": 4')
     assert yaml.safe_load((repo / "params.yaml").read_text())["discovery"]["top_k"] == 4
+
+    # the pretext task is an experiment param like any other: the pretrain stage reruns with it
+    sh(repo, "dvc", "exp", "run", "-S", "pretrain.task=rotation", "pretrain", env=env)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["pretrain"]["task"] == "rotation"
+    encoder = torch.load(repo / params["pretrain"]["out"] / "encoder.pt", weights_only=True)
+    assert encoder["contract"]["task"] == "rotation"
 
 
 def test_dagster_materialises_the_whole_graph_and_dvc_status_agrees(repo, mlflow_server, monkeypatch):
