@@ -169,6 +169,7 @@ def test_dvc_repro_end_to_end_and_dagster_sees_every_stage(repo, mlflow_server, 
     assert params["pretrain"]["task"] == "rotation"
     encoder = torch.load(repo / params["pretrain"]["out"] / "encoder.pt", weights_only=True)
     assert encoder["contract"]["task"] == "rotation"
+    sh(repo, "dvc", "exp", "run", "-S", "pretrain.task=context", "pretrain", env=env)  # as the next test expects
 
 
 def test_dagster_materialises_the_whole_graph_and_dvc_status_agrees(repo, mlflow_server, monkeypatch):
