@@ -38,6 +38,7 @@ from ctx_core.pretext.data import usable_images
 from ctx_core.pretext.tasks import get_task
 from ctx_core.pretext.train import build_optimizer
 from cpu import cpu_model  # benchmarks/cpu.py (scripts run from benchmarks/)
+from profile_steps import scratch_detector
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = type("Env", (), {"rank": 0, "world": 1})()
@@ -98,26 +99,12 @@ def pretrain_step_seconds(steps: int, *, channels_last: bool = True, compile: bo
 
 
 def detection_step_seconds(steps: int, *, torchvision_roi: bool = False, amp: bool = False) -> float:
-    from ctx_core.detection.data import TrainingSet, calibration_images, input_statistics
-    from ctx_core.detection.model import build_detector, he_init
-    from ctx_core.models.towers import build_tower
-    from ctx_core.store.labelled import read_detection_split
     from torchvision.ops import MultiScaleRoIAlign
 
-    settings = load_params(ROOT / "params.yaml")
-    cfg, pre = settings.params.detection, settings.params.pretrain
-    split = read_detection_split(settings.path(cfg.input), cfg.train_split)
-    classes = list(split.classes)
-    data = TrainingSet(split.images, classes, cfg.batch_size, 0, cfg.hflip, cfg.train_difficult)
-    mean, std = input_statistics(calibration_images(split.images, cfg.calibration_images, 0))
-    torch.manual_seed(1)
-    model = build_detector(build_tower(pre.arch, pre.patch_size), cfg, len(classes), mean, std)
-    he_init(model.backbone.trunk, 0)
+    cfg, data, model, opt = scratch_detector()
     if torchvision_roi:
         model.roi_heads.box_roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=cfg.roi_size,
                                                           sampling_ratio=2)
-    model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     batches = [data.batch(s) for s in range(2 + steps)]
 
     def step(s: int) -> None:

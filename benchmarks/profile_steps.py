@@ -96,7 +96,8 @@ def pretrain_profile(task_name: str, steps: int) -> None:
     print("\n```\n" + top_ops(prof) + "```")
 
 
-def detection_profile(steps: int) -> None:
+def scratch_detector():
+    """The default ``detection`` params' training set and a ``scratch`` Faster R-CNN in train mode, with its SGD."""
     from ctx_core.detection.data import TrainingSet, calibration_images, input_statistics
     from ctx_core.detection.model import build_detector, he_init
     from ctx_core.models.towers import build_tower
@@ -113,6 +114,11 @@ def detection_profile(steps: int) -> None:
     he_init(model.backbone.trunk, 0)
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    return cfg, data, model, opt
+
+
+def detection_profile(steps: int) -> None:
+    cfg, data, model, opt = scratch_detector()
     phases = Phases()
     for name in ("backbone", "rpn", "roi_heads"):
         module = getattr(model, name)
